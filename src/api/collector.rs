@@ -1,0 +1,295 @@
+//! `RegionalCollector`: the shared OpenTelemetry Collector of one region.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{ResourceRequirements, Toleration};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::common::{SecretKeyRef, conditions_schema};
+
+/// The upstream contrib collector image of the collector version telemux renders for.
+pub const DEFAULT_COLLECTOR_IMAGE: &str = "otel/opentelemetry-collector-contrib:0.159.0";
+
+/// Baseline: IPv4 addresses (seed 004's collector template).
+pub const IPV4_PATTERN: &str = r"(?:[0-9]{1,3}\.){3}[0-9]{1,3}";
+/// Baseline: e-mail addresses (seed 004's collector template).
+pub const EMAIL_PATTERN: &str = r"[a-zA-Z0-9._%+-]+@[a-zA-Z0-9.-]+\.[a-zA-Z]{2,}";
+
+/// The shared, authenticated OpenTelemetry Collector of one region. It serves every tenant of
+/// its namespace that its selector picks, delivering only those allowed in its region.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "telemux.io",
+    version = "v1alpha1",
+    kind = "RegionalCollector",
+    doc = "The shared OpenTelemetry Collector of one region, serving the tenants it selects.",
+    plural = "regionalcollectors",
+    singular = "regionalcollector",
+    namespaced,
+    status = "RegionalCollectorStatus",
+    shortname = "rcol",
+    shortname = "rcols",
+    category = "telemux",
+    printcolumn = r#"{"name":"Region","type":"string","jsonPath":".spec.region"}"#,
+    printcolumn = r#"{"name":"Tenants","type":"integer","jsonPath":".status.tenantCount"}"#,
+    printcolumn = r#"{"name":"Replicas","type":"integer","jsonPath":".status.readyReplicas"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[x_kube(validation = Rule::new("self.unknownTenant != 'Platform' || (has(self.platform) && has(self.platform.applicationInsights))").message("unknownTenant: Platform needs platform.applicationInsights"))]
+#[serde(rename_all = "camelCase")]
+pub struct RegionalCollectorSpec {
+    /// The region this collector processes telemetry in; tenants must list it in `regions`.
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    pub region: String,
+
+    /// Collector pods.
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 0, max = 100))]
+    pub replicas: i32,
+
+    /// Collector image; defaults to the upstream contrib image telemux renders for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+
+    /// Compute resources of the collector container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+
+    /// OTLP listening ports.
+    #[serde(default)]
+    pub ports: OtlpPorts,
+
+    /// Which TelemetryTenants of this namespace the collector serves (all when unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant_selector: Option<LabelSelector>,
+
+    /// Redaction applied to every tenant's telemetry before it leaves the collector.
+    #[serde(default)]
+    pub redaction: BaselineRedaction,
+
+    /// A regional copy of all (already redacted) telemetry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regional_storage: Option<RegionalStorage>,
+
+    /// Accept the platform's own telemetry with a platform credential. Platform items are routed
+    /// to the tenant named by their `tenant.id` attribute: the platform is the one client
+    /// trusted to set it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<PlatformSpec>,
+
+    /// What happens to platform items whose `tenant.id` names no tenant of this collector.
+    #[serde(default)]
+    pub unknown_tenant: UnknownTenantPolicy,
+
+    /// Additions to the collector pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_template: Option<PodOverrides>,
+}
+
+fn default_replicas() -> i32 {
+    2
+}
+
+/// OTLP ports of the collector.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OtlpPorts {
+    #[serde(default = "default_grpc_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub grpc: i32,
+    #[serde(default = "default_http_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub http: i32,
+}
+
+fn default_grpc_port() -> i32 {
+    4317
+}
+
+fn default_http_port() -> i32 {
+    4318
+}
+
+impl Default for OtlpPorts {
+    fn default() -> Self {
+        OtlpPorts {
+            grpc: default_grpc_port(),
+            http: default_http_port(),
+        }
+    }
+}
+
+/// The collector's baseline redaction, applied to every tenant.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BaselineRedaction {
+    /// Regular expressions (RE2) for values to mask. Default: IPv4 and e-mail addresses.
+    #[serde(default = "default_blocked_values")]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 1024)))]
+    pub blocked_values: Vec<String>,
+    /// Regular expressions (RE2) for attribute keys whose values are masked.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 1024)))]
+    pub blocked_key_patterns: Vec<String>,
+}
+
+fn default_blocked_values() -> Vec<String> {
+    vec![IPV4_PATTERN.to_owned(), EMAIL_PATTERN.to_owned()]
+}
+
+impl Default for BaselineRedaction {
+    fn default() -> Self {
+        BaselineRedaction {
+            blocked_values: default_blocked_values(),
+            blocked_key_patterns: Vec::new(),
+        }
+    }
+}
+
+/// Regional storage of all tenants' (redacted) telemetry.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RegionalStorage {
+    /// Azure Blob Storage.
+    pub azure_blob: AzureBlobStorage,
+}
+
+/// An Azure Blob Storage account.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AzureBlobStorage {
+    /// Secret key holding the storage account's connection string.
+    pub connection_string_secret_ref: SecretKeyRef,
+    /// Container per signal; the containers must exist.
+    #[serde(default)]
+    pub containers: BlobContainers,
+}
+
+/// Blob container per signal.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BlobContainers {
+    #[serde(default = "traces")]
+    #[schemars(length(min = 3, max = 63))]
+    pub traces: String,
+    #[serde(default = "logs")]
+    #[schemars(length(min = 3, max = 63))]
+    pub logs: String,
+    #[serde(default = "metrics")]
+    #[schemars(length(min = 3, max = 63))]
+    pub metrics: String,
+}
+
+fn traces() -> String {
+    "traces".into()
+}
+fn logs() -> String {
+    "logs".into()
+}
+fn metrics() -> String {
+    "metrics".into()
+}
+
+impl Default for BlobContainers {
+    fn default() -> Self {
+        BlobContainers {
+            traces: traces(),
+            logs: logs(),
+            metrics: metrics(),
+        }
+    }
+}
+
+/// The platform's own access to the collector.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlatformSpec {
+    /// The platform's own Application Insights: every platform item is also delivered here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub application_insights: Option<super::tenant::ExistingApplicationInsights>,
+}
+
+/// Handling of platform items whose tenant is unknown to the collector.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum UnknownTenantPolicy {
+    /// Drop them.
+    #[default]
+    Drop,
+    /// Deliver them to the platform's own Application Insights only.
+    Platform,
+}
+
+/// Additions to the collector pod template.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodOverrides {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority_class_name: Option<String>,
+}
+
+/// What telemux observed and did for the collector.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RegionalCollectorStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Ready, ConfigValid and Available.
+    #[serde(default)]
+    #[schemars(schema_with = "conditions_schema")]
+    pub conditions: Vec<Condition>,
+    /// SHA-256 of the rendered collector configuration now rolled out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_hash: Option<String>,
+    /// Collector pods ready.
+    #[serde(default)]
+    pub ready_replicas: i32,
+    /// Number of tenants routed.
+    #[serde(default)]
+    pub tenant_count: i32,
+    /// Tenant ids routed, sorted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routed_tenants: Vec<String>,
+    /// Tenants accepted but whose telemetry is dropped here (suspended, or not allowed in this
+    /// region).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub excluded_tenants: Vec<TenantExclusion>,
+    /// Tenants left out of the configuration, with the reason.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rejected_tenants: Vec<TenantRejection>,
+}
+
+/// A tenant accepted by the collector whose telemetry is dropped here.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantExclusion {
+    pub tenant_id: String,
+    /// `Suspended` or `RegionNotAllowed`.
+    pub reason: String,
+}
+
+/// A tenant left out of the collector's configuration.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantRejection {
+    /// The TelemetryTenant's name.
+    pub name: String,
+    pub tenant_id: String,
+    pub reason: String,
+    pub message: String,
+}

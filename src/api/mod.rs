@@ -1,0 +1,23 @@
+//! The custom resources telemux serves (group `telemux.io`, version `v1alpha1`).
+//!
+//! The Rust types are the source of truth: `telemux crds` prints the CRDs generated from them
+//! and `make crds` writes them to `crds/`.
+
+pub mod collector;
+pub mod common;
+pub mod tenant;
+
+pub use collector::{RegionalCollector, RegionalCollectorSpec, RegionalCollectorStatus};
+pub use common::{SecretKeyRef, condition_types};
+pub use tenant::{TelemetryTenant, TelemetryTenantSpec, TelemetryTenantStatus};
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt;
+
+/// API group of every telemux resource.
+pub const GROUP: &str = "telemux.io";
+
+/// Every CRD telemux installs, in a stable order.
+pub fn all_crds() -> Vec<CustomResourceDefinition> {
+    vec![TelemetryTenant::crd(), RegionalCollector::crd()]
+}

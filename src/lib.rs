@@ -1,0 +1,8 @@
+//! telemux: a Kubernetes operator that gives every tenant of a SaaS platform its own,
+//! redacted, region-bound telemetry pipeline into its own Azure Application Insights.
+
+pub mod api;
+pub mod connection_string;
+pub mod credentials;
+pub mod pipeline;
+pub mod validation;

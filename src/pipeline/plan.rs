@@ -1,0 +1,320 @@
+//! Decides, from a collector and the tenants it could serve, which tenants it routes, which it
+//! accepts but drops (suspended, or not allowed in its region) and which it leaves out, and what
+//! its Secret holds. A tenant's problem only ever affects that tenant.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::core::{Selector, SelectorExt};
+
+use super::{
+    BLOB_CONNECTION_STRING_FILE, HTPASSWD_FILE, PLATFORM_CONNECTION_STRING_FILE, PLATFORM_USER,
+    tenant_connection_string_file,
+};
+use crate::api::collector::{
+    BaselineRedaction, BlobContainers, OtlpPorts, RegionalCollectorSpec, TenantExclusion,
+    TenantRejection, UnknownTenantPolicy,
+};
+use crate::api::tenant::{Signals, TelemetryTenantSpec, Tier};
+use crate::connection_string::ConnectionString;
+use crate::credentials::is_bcrypt_hash;
+use crate::validation::validate_tenant_spec;
+
+/// Reasons a tenant is left out of a collector's configuration.
+pub mod rejection {
+    pub const INVALID_SPEC: &str = "InvalidSpec";
+    pub const DUPLICATE_TENANT_ID: &str = "DuplicateTenantId";
+    pub const CREDENTIALS_PENDING: &str = "CredentialsPending";
+    pub const CONNECTION_STRING_PENDING: &str = "ConnectionStringPending";
+    pub const INVALID_CONNECTION_STRING: &str = "InvalidConnectionString";
+}
+
+/// Reasons a tenant's telemetry is accepted and dropped.
+pub mod exclusion {
+    pub const SUSPENDED: &str = "Suspended";
+    pub const REGION_NOT_ALLOWED: &str = "RegionNotAllowed";
+}
+
+/// What the reconciler read about one tenant.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantSource {
+    /// The TelemetryTenant's name.
+    pub name: String,
+    #[serde(default)]
+    pub created: Option<Time>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    pub spec: TelemetryTenantSpec,
+    /// bcrypt hash from the tenant's credential Secret, once issued.
+    #[serde(default)]
+    pub password_hash: Option<String>,
+    /// Connection string from the tenant's connection-string Secret, once resolved.
+    #[serde(default)]
+    pub connection_string: Option<String>,
+}
+
+/// What the reconciler read about one collector and its candidate tenants.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CollectorSources {
+    pub spec: RegionalCollectorSpec,
+    /// bcrypt hash of the platform credential (when `spec.platform` is set).
+    #[serde(default)]
+    pub platform_password_hash: Option<String>,
+    #[serde(default)]
+    pub platform_connection_string: Option<String>,
+    #[serde(default)]
+    pub blob_connection_string: Option<String>,
+    /// Every tenant of the collector's namespace.
+    pub tenants: Vec<TenantSource>,
+}
+
+/// A problem of the collector itself: nothing can be rendered until it is fixed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct CollectorPlanError {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// A tenant the collector delivers for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoutedTenant {
+    pub tenant_id: String,
+    pub tier: Tier,
+    pub signals: Signals,
+    pub blocked_values: Vec<String>,
+    pub blocked_key_patterns: Vec<String>,
+    /// Set when below 100%.
+    pub sampling_percentage: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlatformPlan {
+    pub has_sink: bool,
+}
+
+/// Everything a collector's configuration and Secret are rendered from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CollectorPlan {
+    pub ports: OtlpPorts,
+    pub baseline: BaselineRedaction,
+    pub blob_containers: Option<BlobContainers>,
+    pub platform: Option<PlatformPlan>,
+    pub unknown_tenant: UnknownTenantPolicy,
+    /// Sorted by tenant id.
+    pub routed: Vec<RoutedTenant>,
+    /// Sorted by tenant id.
+    pub excluded: Vec<TenantExclusion>,
+    /// Sorted by tenant name.
+    pub rejected: Vec<TenantRejection>,
+    /// Files of the collector's Secret: htpasswd and connection strings.
+    pub secret_files: BTreeMap<String, String>,
+}
+
+/// Plans a collector. Fails only for problems of the collector itself; tenant problems become
+/// rejections.
+pub fn plan_collector(sources: &CollectorSources) -> Result<CollectorPlan, CollectorPlanError> {
+    let spec = &sources.spec;
+    crate::validation::validate_collector_spec(spec).map_err(|e| CollectorPlanError {
+        reason: "InvalidSpec",
+        message: e.message,
+    })?;
+    let selector = match &spec.tenant_selector {
+        Some(s) => Some(
+            Selector::try_from(s.clone()).map_err(|e| CollectorPlanError {
+                reason: "InvalidSpec",
+                message: format!("tenantSelector is invalid: {e}"),
+            })?,
+        ),
+        None => None,
+    };
+
+    let mut secret_files = BTreeMap::new();
+    let mut htpasswd = BTreeMap::new();
+
+    let blob_containers = match &spec.regional_storage {
+        Some(storage) => {
+            let cs = sources.blob_connection_string.as_deref().ok_or_else(|| CollectorPlanError {
+                reason: "StorageSecretMissing",
+                message: format!(
+                    "regionalStorage.azureBlob.connectionStringSecretRef: key {:?} of Secret {:?} not found",
+                    storage.azure_blob.connection_string_secret_ref.key,
+                    storage.azure_blob.connection_string_secret_ref.name
+                ),
+            })?;
+            secret_files.insert(BLOB_CONNECTION_STRING_FILE.to_owned(), cs.trim().to_owned());
+            Some(storage.azure_blob.containers.clone())
+        }
+        None => None,
+    };
+
+    let platform = match &spec.platform {
+        Some(platform_spec) => {
+            let hash = sources
+                .platform_password_hash
+                .as_deref()
+                .filter(|h| is_bcrypt_hash(h))
+                .ok_or_else(|| CollectorPlanError {
+                    reason: "PlatformCredentialsPending",
+                    message: "the platform credential has not been issued yet".into(),
+                })?;
+            htpasswd.insert(PLATFORM_USER.to_owned(), hash.to_owned());
+            let has_sink = match &platform_spec.application_insights {
+                Some(ai) => {
+                    let raw = sources.platform_connection_string.as_deref().ok_or_else(|| {
+                        CollectorPlanError {
+                            reason: "PlatformSecretMissing",
+                            message: format!(
+                                "platform.applicationInsights.connectionStringSecretRef: key {:?} of Secret {:?} not found",
+                                ai.connection_string_secret_ref.key, ai.connection_string_secret_ref.name
+                            ),
+                        }
+                    })?;
+                    ConnectionString::parse(raw).map_err(|e| CollectorPlanError {
+                        reason: "InvalidConnectionString",
+                        message: format!("platform connection string: {e}"),
+                    })?;
+                    secret_files.insert(
+                        PLATFORM_CONNECTION_STRING_FILE.to_owned(),
+                        raw.trim().to_owned(),
+                    );
+                    true
+                }
+                None => false,
+            };
+            Some(PlatformPlan { has_sink })
+        }
+        None => None,
+    };
+
+    // Oldest first, so that of two tenants claiming one id the established one keeps it.
+    let mut candidates: Vec<&TenantSource> = sources
+        .tenants
+        .iter()
+        .filter(|t| selector.as_ref().is_none_or(|s| s.matches(&t.labels)))
+        .collect();
+    candidates.sort_by(|a, b| (&a.created, &a.name).cmp(&(&b.created, &b.name)));
+
+    let mut routed = Vec::new();
+    let mut excluded = Vec::new();
+    let mut rejected = Vec::new();
+    let mut claimed: BTreeMap<&str, &str> = BTreeMap::new();
+    for tenant in candidates {
+        let reject = |reason: &str, message: String| TenantRejection {
+            name: tenant.name.clone(),
+            tenant_id: tenant.spec.tenant_id.clone(),
+            reason: reason.to_owned(),
+            message,
+        };
+        if let Err(e) = validate_tenant_spec(&tenant.spec) {
+            rejected.push(reject(rejection::INVALID_SPEC, e.message));
+            continue;
+        }
+        let id = tenant.spec.tenant_id.as_str();
+        if let Some(owner) = claimed.get(id) {
+            rejected.push(reject(
+                rejection::DUPLICATE_TENANT_ID,
+                format!("tenantId {id:?} is already used by TelemetryTenant {owner:?}"),
+            ));
+            continue;
+        }
+        claimed.insert(id, &tenant.name);
+        let Some(hash) = tenant
+            .password_hash
+            .as_deref()
+            .filter(|h| is_bcrypt_hash(h))
+        else {
+            rejected.push(reject(
+                rejection::CREDENTIALS_PENDING,
+                "the ingestion credential has not been issued yet".into(),
+            ));
+            continue;
+        };
+
+        let exclusion = if tenant.spec.suspend {
+            Some(exclusion::SUSPENDED)
+        } else if !tenant.spec.regions.contains(&spec.region) {
+            Some(exclusion::REGION_NOT_ALLOWED)
+        } else {
+            None
+        };
+        if let Some(reason) = exclusion {
+            // Accepted so the drop is counted by the collector instead of looking like a
+            // wrong password to the client.
+            htpasswd.insert(id.to_owned(), hash.to_owned());
+            excluded.push(TenantExclusion {
+                tenant_id: id.to_owned(),
+                reason: reason.to_owned(),
+            });
+            continue;
+        }
+
+        let Some(raw) = tenant.connection_string.as_deref() else {
+            rejected.push(reject(
+                rejection::CONNECTION_STRING_PENDING,
+                "the Application Insights connection string is not available yet".into(),
+            ));
+            continue;
+        };
+        if let Err(e) = ConnectionString::parse(raw) {
+            rejected.push(reject(rejection::INVALID_CONNECTION_STRING, e.to_string()));
+            continue;
+        }
+        htpasswd.insert(id.to_owned(), hash.to_owned());
+        secret_files.insert(tenant_connection_string_file(id), raw.trim().to_owned());
+        let redaction = tenant.spec.redaction.clone().unwrap_or_default();
+        routed.push(RoutedTenant {
+            tenant_id: id.to_owned(),
+            tier: tenant.spec.tier,
+            signals: tenant.spec.signals.clone(),
+            blocked_values: dedup_against(
+                &redaction.blocked_values,
+                &spec.redaction.blocked_values,
+            ),
+            blocked_key_patterns: dedup_against(
+                &redaction.blocked_key_patterns,
+                &spec.redaction.blocked_key_patterns,
+            ),
+            sampling_percentage: tenant
+                .spec
+                .sampling
+                .as_ref()
+                .map(|s| s.percentage)
+                .filter(|p| *p < 100.0),
+        });
+    }
+    routed.sort_by(|a, b| a.tenant_id.cmp(&b.tenant_id));
+    excluded.sort_by(|a, b| a.tenant_id.cmp(&b.tenant_id));
+    rejected.sort_by(|a, b| a.name.cmp(&b.name));
+
+    let htpasswd_file: String = htpasswd
+        .iter()
+        .map(|(user, hash)| format!("{user}:{hash}\n"))
+        .collect();
+    secret_files.insert(HTPASSWD_FILE.to_owned(), htpasswd_file);
+
+    Ok(CollectorPlan {
+        ports: spec.ports.clone(),
+        baseline: spec.redaction.clone(),
+        blob_containers,
+        platform,
+        unknown_tenant: spec.unknown_tenant,
+        routed,
+        excluded,
+        rejected,
+        secret_files,
+    })
+}
+
+/// A tenant's own patterns, less those the baseline already applies.
+fn dedup_against(tenant: &[String], baseline: &[String]) -> Vec<String> {
+    let baseline: BTreeSet<&String> = baseline.iter().collect();
+    let mut seen = BTreeSet::new();
+    tenant
+        .iter()
+        .filter(|p| !baseline.contains(p) && seen.insert(*p))
+        .cloned()
+        .collect()
+}

@@ -1,0 +1,376 @@
+//! Renders a collector plan into OpenTelemetry Collector YAML.
+//!
+//! One span's way (see DESIGN.md): OTLP receiver authenticated per tenant → memory_limiter →
+//! `telemux.principal` from the authenticated user → `tenant.id` set from it (only the platform
+//! may keep its own) → excluded tenants dropped → baseline redaction → routing by `tenant.id` →
+//! one pipeline per tenant and signal (tier stamp, tenant redaction, sampling, batch) → the
+//! tenant's Azure Monitor exporter (+ the regional Blob copy).
+
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+
+use super::plan::{CollectorPlan, RoutedTenant};
+use super::{
+    BLOB_CONNECTION_STRING_FILE, HEALTH_PORT, HTPASSWD_FILE, METRICS_PORT,
+    PLATFORM_CONNECTION_STRING_FILE, PLATFORM_USER, SECRETS_DIR, tenant_connection_string_file,
+};
+use crate::api::collector::UnknownTenantPolicy;
+
+/// Rendered collector configuration and its SHA-256 (hex).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenderedConfig {
+    pub yaml: String,
+    pub hash: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("could not serialize the collector configuration: {0}")]
+pub struct RenderError(String);
+
+/// Attributes the redaction processor must never touch: routing depends on them.
+const PROTECTED_KEYS: [&str; 3] = ["tenant.id", "tenant.tier", "telemux.principal"];
+
+const INGEST: &str = "ingest";
+
+#[derive(Clone, Copy)]
+enum Signal {
+    Traces,
+    Logs,
+    Metrics,
+}
+
+impl Signal {
+    const ALL: [Signal; 3] = [Signal::Traces, Signal::Logs, Signal::Metrics];
+
+    fn name(self) -> &'static str {
+        match self {
+            Signal::Traces => "traces",
+            Signal::Logs => "logs",
+            Signal::Metrics => "metrics",
+        }
+    }
+
+    fn enabled_for(self, tenant: &RoutedTenant) -> bool {
+        match self {
+            Signal::Traces => tenant.signals.traces,
+            Signal::Logs => tenant.signals.logs,
+            Signal::Metrics => tenant.signals.metrics,
+        }
+    }
+
+    /// Sampling applies to traces and logs; metrics are aggregates and are never sampled.
+    fn sampled(self) -> bool {
+        !matches!(self, Signal::Metrics)
+    }
+}
+
+/// The top level of a collector config, in the order people read it.
+#[derive(Serialize)]
+struct CollectorConfig {
+    extensions: Map<String, Value>,
+    receivers: Map<String, Value>,
+    processors: Map<String, Value>,
+    connectors: Map<String, Value>,
+    exporters: Map<String, Value>,
+    service: Service,
+}
+
+#[derive(Serialize)]
+struct Service {
+    extensions: Vec<String>,
+    telemetry: Value,
+    pipelines: Map<String, Value>,
+}
+
+/// Renders the collector configuration for a plan. Deterministic: tenants are sorted by the
+/// plan, maps are ordered by key.
+pub fn render_collector_config(plan: &CollectorPlan) -> Result<RenderedConfig, RenderError> {
+    let config = build(plan);
+    let yaml = serde_saphyr::to_string(&config).map_err(|e| RenderError(e.to_string()))?;
+    let hash = hex_sha256(yaml.as_bytes());
+    Ok(RenderedConfig { yaml, hash })
+}
+
+pub(crate) fn hex_sha256(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn build(plan: &CollectorPlan) -> CollectorConfig {
+    let mut extensions = Map::new();
+    let mut receivers = Map::new();
+    let mut processors = Map::new();
+    let mut connectors = Map::new();
+    let mut exporters = Map::new();
+    let mut pipelines = Map::new();
+
+    extensions.insert(
+        "basicauth/ingest".into(),
+        json!({ "htpasswd": { "file": format!("{SECRETS_DIR}/{HTPASSWD_FILE}") } }),
+    );
+    extensions.insert(
+        "health_check".into(),
+        json!({ "endpoint": format!("0.0.0.0:{HEALTH_PORT}") }),
+    );
+
+    let auth = json!({ "authenticator": "basicauth/ingest" });
+    receivers.insert(
+        "otlp".into(),
+        json!({ "protocols": {
+            "grpc": { "endpoint": format!("0.0.0.0:{}", plan.ports.grpc), "auth": auth },
+            "http": { "endpoint": format!("0.0.0.0:{}", plan.ports.http), "auth": auth },
+        }}),
+    );
+
+    // Ingest stage, shared by all tenants of a signal.
+    processors.insert(
+        "memory_limiter".into(),
+        json!({ "check_interval": "1s", "limit_percentage": 80, "spike_limit_percentage": 20 }),
+    );
+    processors.insert(
+        "resource/principal".into(),
+        json!({ "attributes": [
+            { "key": "telemux.principal", "from_context": "auth.username", "action": "upsert" }
+        ]}),
+    );
+    // The identity comes from the credential, never from the client's own attributes; only the
+    // platform, trusted to act for tenants, keeps the tenant.id it sent.
+    let stamp = format!(
+        r#"set(resource.attributes["tenant.id"], resource.attributes["telemux.principal"]) where resource.attributes["telemux.principal"] != "{PLATFORM_USER}""#
+    );
+    let stamp_statements = json!([{ "context": "resource", "statements": [stamp] }]);
+    processors.insert(
+        "transform/tenant_id".into(),
+        json!({
+            "error_mode": "propagate",
+            "trace_statements": stamp_statements,
+            "log_statements": stamp_statements,
+            "metric_statements": stamp_statements,
+        }),
+    );
+    let has_exclusions = !plan.excluded.is_empty();
+    if has_exclusions {
+        let conditions: Vec<String> = plan
+            .excluded
+            .iter()
+            .map(|e| tenant_condition(&e.tenant_id))
+            .collect();
+        processors.insert(
+            "filter/excluded_tenants".into(),
+            json!({
+                "error_mode": "ignore",
+                "traces": { "span": conditions },
+                "logs": { "log_record": conditions },
+                "metrics": { "metric": conditions },
+            }),
+        );
+    }
+    processors.insert(
+        "redaction/baseline".into(),
+        redaction(
+            &plan.baseline.blocked_values,
+            &plan.baseline.blocked_key_patterns,
+        ),
+    );
+    processors.insert("batch".into(), json!({}));
+
+    let blob = plan.blob_containers.as_ref().map(|containers| {
+        exporters.insert(
+            "azure_blob/regional".into(),
+            json!({
+                "auth": {
+                    "type": "connection_string",
+                    "connection_string": secret_file(BLOB_CONNECTION_STRING_FILE),
+                },
+                "container": {
+                    "traces": confmap_escape(&containers.traces),
+                    "logs": confmap_escape(&containers.logs),
+                    "metrics": confmap_escape(&containers.metrics),
+                },
+            }),
+        );
+        "azure_blob/regional".to_owned()
+    });
+
+    let platform_sink = plan.platform.as_ref().is_some_and(|p| p.has_sink);
+    if platform_sink {
+        exporters.insert(
+            "azure_monitor/platform".into(),
+            azure_monitor(
+                PLATFORM_CONNECTION_STRING_FILE,
+                crate::api::tenant::Tier::Premium.queue_size(),
+            ),
+        );
+    }
+
+    for tenant in &plan.routed {
+        let id = &tenant.tenant_id;
+        processors.insert(
+            format!("resource/tenant_{id}"),
+            json!({ "attributes": [
+                { "key": "tenant.tier", "value": tenant.tier.as_str(), "action": "upsert" }
+            ]}),
+        );
+        if !tenant.blocked_values.is_empty() || !tenant.blocked_key_patterns.is_empty() {
+            processors.insert(
+                format!("redaction/tenant_{id}"),
+                redaction(&tenant.blocked_values, &tenant.blocked_key_patterns),
+            );
+        }
+        if let Some(percentage) = tenant.sampling_percentage {
+            processors.insert(
+                format!("probabilistic_sampler/tenant_{id}"),
+                json!({ "sampling_percentage": percentage }),
+            );
+        }
+        exporters.insert(
+            format!("azure_monitor/tenant_{id}"),
+            azure_monitor(&tenant_connection_string_file(id), tenant.tier.queue_size()),
+        );
+    }
+
+    for signal in Signal::ALL {
+        let s = signal.name();
+        let router = format!("routing/{s}");
+        let platform_pipeline = format!("{s}/platform");
+        let mut table = Vec::new();
+        if platform_sink {
+            // Platform items that name no tenant are the platform's own telemetry.
+            table.push(json!({
+                "condition": r#"resource.attributes["tenant.id"] == nil"#,
+                "pipelines": [platform_pipeline],
+            }));
+        }
+        for tenant in plan.routed.iter().filter(|t| signal.enabled_for(t)) {
+            let id = &tenant.tenant_id;
+            table.push(json!({
+                "condition": tenant_condition(id),
+                "pipelines": [format!("{s}/tenant_{id}")],
+            }));
+            let mut tenant_processors = vec![format!("resource/tenant_{id}")];
+            if processors.contains_key(&format!("redaction/tenant_{id}")) {
+                tenant_processors.push(format!("redaction/tenant_{id}"));
+            }
+            if signal.sampled() && tenant.sampling_percentage.is_some() {
+                tenant_processors.push(format!("probabilistic_sampler/tenant_{id}"));
+            }
+            tenant_processors.push("batch".into());
+            let mut tenant_exporters = vec![format!("azure_monitor/tenant_{id}")];
+            tenant_exporters.extend(blob.clone());
+            pipelines.insert(
+                format!("{s}/tenant_{id}"),
+                json!({
+                    "receivers": [router],
+                    "processors": tenant_processors,
+                    "exporters": tenant_exporters,
+                }),
+            );
+        }
+
+        let mut ingest_processors = vec![
+            "memory_limiter",
+            "resource/principal",
+            "transform/tenant_id",
+        ];
+        if has_exclusions {
+            ingest_processors.push("filter/excluded_tenants");
+        }
+        ingest_processors.push("redaction/baseline");
+
+        let ingest_exporters = if table.is_empty() {
+            // Nothing to deliver to: accept (authenticated) data and drop it, counted by the
+            // nop exporter, rather than failing clients.
+            exporters.insert("nop".into(), json!({}));
+            vec!["nop".to_owned()]
+        } else {
+            let mut routing = json!({ "error_mode": "ignore", "table": table });
+            if platform_sink && plan.unknown_tenant == UnknownTenantPolicy::Platform {
+                routing["default_pipelines"] = json!([platform_pipeline]);
+            }
+            connectors.insert(router.clone(), routing);
+            if platform_sink {
+                pipelines.insert(
+                    platform_pipeline.clone(),
+                    json!({
+                        "receivers": [router],
+                        "processors": ["batch"],
+                        "exporters": ["azure_monitor/platform"],
+                    }),
+                );
+            }
+            vec![router]
+        };
+        pipelines.insert(
+            format!("{s}/{INGEST}"),
+            json!({
+                "receivers": ["otlp"],
+                "processors": ingest_processors,
+                "exporters": ingest_exporters,
+            }),
+        );
+    }
+
+    CollectorConfig {
+        service: Service {
+            extensions: extensions.keys().cloned().collect(),
+            telemetry: json!({
+                "metrics": {
+                    "level": "normal",
+                    "readers": [{ "pull": { "exporter": { "prometheus": {
+                        "host": "0.0.0.0", "port": METRICS_PORT
+                    }}}}],
+                }
+            }),
+            pipelines,
+        },
+        extensions,
+        receivers,
+        processors,
+        connectors,
+        exporters,
+    }
+}
+
+fn secret_file(name: &str) -> String {
+    format!("${{file:{SECRETS_DIR}/{name}}}")
+}
+
+fn tenant_condition(tenant_id: &str) -> String {
+    // tenant ids are DNS labels: nothing in them needs quoting in OTTL.
+    format!(r#"resource.attributes["tenant.id"] == "{tenant_id}""#)
+}
+
+fn azure_monitor(connection_string_file: &str, queue_size: u32) -> Value {
+    json!({
+        "connection_string": secret_file(connection_string_file),
+        "spaneventsenabled": true,
+        "sending_queue": { "enabled": true, "queue_size": queue_size },
+    })
+}
+
+fn redaction(blocked_values: &[String], blocked_key_patterns: &[String]) -> Value {
+    let mut config = json!({
+        "allow_all_keys": true,
+        "ignored_keys": PROTECTED_KEYS,
+        "summary": "silent",
+    });
+    if !blocked_values.is_empty() {
+        config["blocked_values"] = blocked_values.iter().map(|v| confmap_escape(v)).collect();
+    }
+    if !blocked_key_patterns.is_empty() {
+        config["blocked_key_patterns"] = blocked_key_patterns
+            .iter()
+            .map(|v| confmap_escape(v))
+            .collect();
+    }
+    config
+}
+
+/// The collector expands `${...}` in every string of its config; user text must reach it
+/// literally, so `$` is written as `$$`.
+fn confmap_escape(s: &str) -> String {
+    s.replace('$', "$$")
+}
