@@ -3,6 +3,10 @@
 
 pub mod api;
 pub mod connection_string;
+pub mod controller;
 pub mod credentials;
+pub mod metrics;
 pub mod pipeline;
+pub mod resources;
+pub mod run;
 pub mod validation;

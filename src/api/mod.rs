@@ -21,3 +21,14 @@ pub const GROUP: &str = "telemux.io";
 pub fn all_crds() -> Vec<CustomResourceDefinition> {
     vec![TelemetryTenant::crd(), RegionalCollector::crd()]
 }
+
+/// Each CRD with the file name it has under `crds/`.
+pub fn crd_files() -> Result<Vec<(String, String)>, serde_saphyr::SerializeError> {
+    all_crds()
+        .iter()
+        .map(|crd| {
+            let name = crd.metadata.name.clone().unwrap_or_default();
+            Ok((format!("{name}.yaml"), serde_saphyr::to_string(crd)?))
+        })
+        .collect()
+}

@@ -189,11 +189,16 @@ pub fn plan_collector(sources: &CollectorSources) -> Result<CollectorPlan, Colle
         None => None,
     };
 
+    // Without a selector the collector serves the tenants that allow its region. A selector
+    // picks tenants explicitly: those not allowed here are accepted and dropped, counted.
     // Oldest first, so that of two tenants claiming one id the established one keeps it.
     let mut candidates: Vec<&TenantSource> = sources
         .tenants
         .iter()
-        .filter(|t| selector.as_ref().is_none_or(|s| s.matches(&t.labels)))
+        .filter(|t| match &selector {
+            Some(selector) => selector.matches(&t.labels),
+            None => t.spec.regions.contains(&spec.region),
+        })
         .collect();
     candidates.sort_by(|a, b| (&a.created, &a.name).cmp(&(&b.created, &b.name)));
 

@@ -1,0 +1,328 @@
+//! Reconciles a RegionalCollector: gather its tenants → plan and render (pure) → ConfigMap and
+//! Secret → Deployment carrying their hashes → Service → status.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Secret;
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::{Api, ResourceExt};
+
+use super::conditions::{Decided, Status, merge, ready};
+use super::{
+    Context, Error, Result, SecretLookup, apply, apply_status, read_secret_key, secret_value,
+};
+use crate::api::condition_types::{AVAILABLE, CONFIG_VALID};
+use crate::api::{RegionalCollector, RegionalCollectorStatus};
+use crate::credentials::{is_bcrypt_hash, issue_credential, verify_password};
+use crate::pipeline::{CollectorSources, TenantSource, plan_collector, render_collector_config};
+use crate::resources::collector as desired;
+use crate::resources::tenant::{
+    BCRYPT_KEY, CONNECTION_STRING_KEY, PASSWORD_KEY, connection_string_secret_name,
+    credentials_secret_name,
+};
+
+pub mod reason {
+    pub const READY: &str = "Ready";
+    pub const NOT_VALIDATED: &str = "NotValidated";
+    pub const AVAILABLE: &str = "MinimumReplicasAvailable";
+    pub const ROLLING_OUT: &str = "RollingOut";
+    pub const SCALED_TO_ZERO: &str = "ScaledToZero";
+}
+
+#[tracing::instrument(skip_all, fields(namespace = collector.namespace(), name = collector.name_any()))]
+pub async fn reconcile(collector: Arc<RegionalCollector>, ctx: Arc<Context>) -> Result<Action> {
+    let started = std::time::Instant::now();
+    let result = reconcile_inner(collector, ctx.clone()).await;
+    ctx.metrics.reconciled("collector", started.elapsed());
+    if let Err(error) = &result {
+        ctx.metrics.failed("collector", error.metric_label());
+    }
+    result
+}
+
+async fn reconcile_inner(collector: Arc<RegionalCollector>, ctx: Arc<Context>) -> Result<Action> {
+    let namespace = collector
+        .namespace()
+        .ok_or(Error::MissingField("metadata.namespace"))?;
+    if collector.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let previous = collector.status.clone().unwrap_or_default();
+
+    let sources = gather_sources(&collector, &ctx, &namespace).await?;
+    let plan = match plan_collector(&sources) {
+        Ok(plan) => plan,
+        Err(problem) => {
+            // The collector itself is misconfigured: keep what is live, say why.
+            let mut status = previous.clone();
+            status.observed_generation = collector.metadata.generation;
+            let decided = vec![
+                Decided::new(
+                    CONFIG_VALID,
+                    Status::False,
+                    problem.reason,
+                    problem.message.clone(),
+                ),
+                available_condition(&collector, None),
+            ];
+            finish(&collector, &ctx, decided, status).await?;
+            return Ok(Action::requeue(ctx.settings.resync));
+        }
+    };
+    let rendered = render_collector_config(&plan)?;
+
+    // Config and secrets first, so pods never start on a config whose files are missing.
+    apply(
+        &ctx.client,
+        &namespace,
+        &desired::config_map(&collector, &rendered),
+    )
+    .await?;
+    apply(
+        &ctx.client,
+        &namespace,
+        &desired::secret(&collector, &plan.secret_files),
+    )
+    .await?;
+    let secret_hash = desired::secret_hash(&plan.secret_files);
+    let deployment = apply(
+        &ctx.client,
+        &namespace,
+        &desired::deployment(&collector, &rendered.hash, &secret_hash),
+    )
+    .await?;
+    apply(&ctx.client, &namespace, &desired::service(&collector)).await?;
+
+    if previous.config_hash.as_deref() != Some(rendered.hash.as_str()) {
+        ctx.event(
+            &*collector,
+            EventType::Normal,
+            "ConfigRendered",
+            format!(
+                "rendered configuration {} routing {} tenant(s)",
+                &rendered.hash[..12],
+                plan.routed.len()
+            ),
+        )
+        .await;
+    }
+    let status = RegionalCollectorStatus {
+        observed_generation: collector.metadata.generation,
+        conditions: Vec::new(),
+        config_hash: Some(rendered.hash.clone()),
+        ready_replicas: deployment
+            .status
+            .as_ref()
+            .and_then(|s| s.ready_replicas)
+            .unwrap_or(0),
+        tenant_count: i32::try_from(plan.routed.len()).unwrap_or(i32::MAX),
+        routed_tenants: plan.routed.iter().map(|t| t.tenant_id.clone()).collect(),
+        excluded_tenants: plan.excluded,
+        rejected_tenants: plan.rejected,
+    };
+    let decided = vec![
+        Decided::new(
+            CONFIG_VALID,
+            Status::Unknown,
+            reason::NOT_VALIDATED,
+            "rendered, but not checked by a collector binary (none configured)",
+        ),
+        available_condition(&collector, Some(&deployment)),
+    ];
+    finish(&collector, &ctx, decided, status).await?;
+    Ok(Action::requeue(ctx.settings.resync))
+}
+
+/// Reads everything the plan needs: the namespace's tenants (watch cache), their Secrets
+/// (watch cache of telemux-managed Secrets) and the user Secrets the collector references.
+async fn gather_sources(
+    collector: &RegionalCollector,
+    ctx: &Context,
+    namespace: &str,
+) -> Result<CollectorSources> {
+    let spec = &collector.spec;
+    let user_secret = |reference: &crate::api::SecretKeyRef| {
+        let (client, ns) = (ctx.client.clone(), namespace.to_owned());
+        let (name, key) = (reference.name.clone(), reference.key.clone());
+        async move {
+            Ok::<_, Error>(match read_secret_key(&client, &ns, &name, &key).await? {
+                SecretLookup::Found(value) => Some(value),
+                SecretLookup::SecretNotFound | SecretLookup::KeyNotFound => None,
+            })
+        }
+    };
+    let blob_connection_string = match &spec.regional_storage {
+        Some(storage) => user_secret(&storage.azure_blob.connection_string_secret_ref).await?,
+        None => None,
+    };
+    let (platform_password_hash, platform_connection_string) = match &spec.platform {
+        Some(platform) => {
+            let hash = ensure_platform_credential(collector, ctx, namespace).await?;
+            let cs = match &platform.application_insights {
+                Some(ai) => user_secret(&ai.connection_string_secret_ref).await?,
+                None => None,
+            };
+            (Some(hash), cs)
+        }
+        None => (None, None),
+    };
+    let tenants = ctx
+        .tenants
+        .state()
+        .into_iter()
+        .filter(|t| {
+            t.namespace().as_deref() == Some(namespace) && t.metadata.deletion_timestamp.is_none()
+        })
+        .map(|t| TenantSource {
+            name: t.name_any(),
+            created: t.metadata.creation_timestamp.clone(),
+            labels: t.labels().clone(),
+            spec: t.spec.clone(),
+            password_hash: ctx.managed_secret_value(
+                namespace,
+                &credentials_secret_name(&t),
+                BCRYPT_KEY,
+            ),
+            connection_string: ctx.managed_secret_value(
+                namespace,
+                &connection_string_secret_name(&t),
+                CONNECTION_STRING_KEY,
+            ),
+        })
+        .collect();
+    Ok(CollectorSources {
+        spec: spec.clone(),
+        platform_password_hash,
+        platform_connection_string,
+        blob_connection_string,
+        tenants,
+    })
+}
+
+/// Issues the platform credential once and returns its bcrypt hash.
+async fn ensure_platform_credential(
+    collector: &RegionalCollector,
+    ctx: &Context,
+    namespace: &str,
+) -> Result<String> {
+    let name = desired::platform_credentials_secret_name(collector);
+    let current: Option<Secret> = Api::namespaced(ctx.client.clone(), namespace)
+        .get_opt(&name)
+        .await?;
+    let value = |key| current.as_ref().and_then(|s| secret_value(s, key));
+    let (password, hash) = match (value(PASSWORD_KEY), value(BCRYPT_KEY)) {
+        (Some(p), Some(h)) if is_bcrypt_hash(&h) && verify_password(&p, &h) => (p, h),
+        _ => {
+            let issued = issue_credential()?;
+            ctx.event(
+                collector,
+                EventType::Normal,
+                "CredentialIssued",
+                format!("issued platform credential in Secret {name}"),
+            )
+            .await;
+            (issued.password, issued.bcrypt_hash)
+        }
+    };
+    apply(
+        &ctx.client,
+        namespace,
+        &desired::platform_credentials_secret(collector, &password, &hash),
+    )
+    .await?;
+    Ok(hash)
+}
+
+fn available_condition(collector: &RegionalCollector, deployment: Option<&Deployment>) -> Decided {
+    let want = collector.spec.replicas;
+    let Some(deployment) = deployment else {
+        return Decided::new(
+            AVAILABLE,
+            Status::Unknown,
+            "NotRolledOut",
+            "no configuration has been rolled out",
+        );
+    };
+    let status = deployment.status.clone().unwrap_or_default();
+    let current = status.observed_generation >= deployment.metadata.generation;
+    let updated = status.updated_replicas.unwrap_or(0);
+    let available = status.available_replicas.unwrap_or(0);
+    let total = status.replicas.unwrap_or(0);
+    if want == 0 {
+        Decided::new(
+            AVAILABLE,
+            Status::True,
+            reason::SCALED_TO_ZERO,
+            "replicas is 0",
+        )
+    } else if current && updated == want && available == want && total == want {
+        Decided::new(
+            AVAILABLE,
+            Status::True,
+            reason::AVAILABLE,
+            format!("{available}/{want} collector pods available"),
+        )
+    } else {
+        Decided::new(
+            AVAILABLE,
+            Status::False,
+            reason::ROLLING_OUT,
+            format!("{available}/{want} collector pods available, {updated} up to date"),
+        )
+    }
+}
+
+async fn finish(
+    collector: &RegionalCollector,
+    ctx: &Context,
+    mut decided: Vec<Decided>,
+    mut status: RegionalCollectorStatus,
+) -> Result<()> {
+    // Unknown validity (no validator) does not block readiness; a rejected config does.
+    let blocking: Vec<Decided> = decided
+        .iter()
+        .filter(|d| d.status != Status::Unknown)
+        .cloned()
+        .collect();
+    decided.push(ready(
+        &blocking,
+        reason::READY,
+        "the collector serves its tenants",
+    ));
+    let previous = collector
+        .status
+        .as_ref()
+        .map(|s| s.conditions.clone())
+        .unwrap_or_default();
+    status.conditions = merge(&previous, decided, collector.metadata.generation);
+    if collector.status.as_ref() == Some(&status) {
+        return Ok(());
+    }
+    for condition in &status.conditions {
+        if condition.status == "False"
+            && condition.type_ == CONFIG_VALID
+            && super::conditions::transitioned(&previous, condition)
+        {
+            ctx.event(
+                collector,
+                EventType::Warning,
+                &condition.reason,
+                condition.message.clone(),
+            )
+            .await;
+        }
+    }
+    apply_status(&ctx.client, collector, &status).await
+}
+
+pub fn error_policy(
+    collector: Arc<RegionalCollector>,
+    error: &Error,
+    _ctx: Arc<Context>,
+) -> Action {
+    tracing::warn!(name = %collector.name_any(), namespace = ?collector.namespace(), kind = error.metric_label(), %error, "collector reconcile failed");
+    Action::requeue(Duration::from_secs(5))
+}

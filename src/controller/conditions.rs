@@ -1,0 +1,147 @@
+//! Condition bookkeeping shared by both reconcilers.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+
+/// A condition as a reconciler decides it; the transition time is filled in by `merge`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decided {
+    pub type_: &'static str,
+    pub status: Status,
+    pub reason: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    True,
+    False,
+    Unknown,
+}
+
+impl Status {
+    fn as_str(self) -> &'static str {
+        match self {
+            Status::True => "True",
+            Status::False => "False",
+            Status::Unknown => "Unknown",
+        }
+    }
+}
+
+impl Decided {
+    pub fn new(
+        type_: &'static str,
+        status: Status,
+        reason: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Decided {
+            type_,
+            status,
+            reason: reason.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn is_true(&self) -> bool {
+        self.status == Status::True
+    }
+}
+
+/// Builds the new condition list, keeping each condition's `lastTransitionTime` unless its
+/// status changed, so that an unchanged state produces an identical status (and no write).
+pub fn merge(
+    previous: &[Condition],
+    decided: Vec<Decided>,
+    generation: Option<i64>,
+) -> Vec<Condition> {
+    let now = Time(Timestamp::now());
+    decided
+        .into_iter()
+        .map(|d| {
+            let last_transition_time = previous
+                .iter()
+                .find(|c| c.type_ == d.type_ && c.status == d.status.as_str())
+                .map(|c| c.last_transition_time.clone())
+                .unwrap_or_else(|| now.clone());
+            Condition {
+                type_: d.type_.to_owned(),
+                status: d.status.as_str().to_owned(),
+                reason: d.reason,
+                message: d.message,
+                observed_generation: generation,
+                last_transition_time,
+            }
+        })
+        .collect()
+}
+
+/// `Ready` from the other conditions: true when all are true, else false with the reason and
+/// message of the first that is not.
+pub fn ready(others: &[Decided], ready_reason: &str, ready_message: &str) -> Decided {
+    match others.iter().find(|c| c.status != Status::True) {
+        None => Decided::new(
+            crate::api::condition_types::READY,
+            Status::True,
+            ready_reason,
+            ready_message,
+        ),
+        Some(blocking) => Decided::new(
+            crate::api::condition_types::READY,
+            Status::False,
+            blocking.reason.clone(),
+            format!("{}: {}", blocking.type_, blocking.message),
+        ),
+    }
+}
+
+/// Did a condition of this type change status or reason (worth an event)?
+pub fn transitioned(previous: &[Condition], next: &Condition) -> bool {
+    !previous
+        .iter()
+        .any(|c| c.type_ == next.type_ && c.status == next.status && c.reason == next.reason)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unchanged_conditions_keep_their_transition_time() {
+        let first = merge(
+            &[],
+            vec![Decided::new("Ready", Status::True, "Ready", "ok")],
+            Some(1),
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let second = merge(
+            &first,
+            vec![Decided::new("Ready", Status::True, "Ready", "ok")],
+            Some(1),
+        );
+        assert_eq!(first, second);
+        let third = merge(
+            &second,
+            vec![Decided::new("Ready", Status::False, "Broken", "no")],
+            Some(2),
+        );
+        assert_ne!(third[0].last_transition_time, first[0].last_transition_time);
+        assert!(transitioned(&second, &third[0]));
+    }
+
+    #[test]
+    fn ready_names_the_first_blocking_condition() {
+        let ready = ready(
+            &[
+                Decided::new("A", Status::True, "Fine", ""),
+                Decided::new("B", Status::False, "SecretNotFound", "Secret x not found"),
+            ],
+            "Ready",
+            "all good",
+        );
+        assert_eq!(ready.status, Status::False);
+        assert_eq!(ready.reason, "SecretNotFound");
+        assert_eq!(ready.message, "B: Secret x not found");
+    }
+}

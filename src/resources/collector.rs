@@ -1,0 +1,320 @@
+//! Objects owned by a RegionalCollector: its config (ConfigMap), its secret material (Secret),
+//! its platform credential, the collector Deployment and its Service.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, HTTPGetAction,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
+    Secret, SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec, Volume,
+    VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::ResourceExt;
+
+use super::{
+    ANNOTATION_CONFIG_HASH, ANNOTATION_SECRET_HASH, LABEL_COLLECTOR, LABEL_COMPONENT,
+    LABEL_INSTANCE, LABEL_NAME, LABEL_REGION, labels, owner_reference,
+};
+use crate::api::RegionalCollector;
+use crate::api::collector::DEFAULT_COLLECTOR_IMAGE;
+use crate::pipeline::render::hex_sha256;
+use crate::pipeline::{
+    CONFIG_DIR, CONFIG_FILE, HEALTH_PORT, METRICS_PORT, RenderedConfig, SECRETS_DIR,
+};
+
+/// Keys of the platform credential Secret (same shape as a tenant's).
+pub use super::tenant::{BCRYPT_KEY, PASSWORD_KEY, USERNAME_KEY};
+
+/// User id of the upstream collector images.
+const COLLECTOR_UID: i64 = 10001;
+
+pub fn workload_name(collector: &RegionalCollector) -> String {
+    format!("{}-collector", collector.name_any())
+}
+
+pub fn config_map_name(collector: &RegionalCollector) -> String {
+    format!("{}-collector-config", collector.name_any())
+}
+
+pub fn secret_name(collector: &RegionalCollector) -> String {
+    format!("{}-collector-secrets", collector.name_any())
+}
+
+pub fn platform_credentials_secret_name(collector: &RegionalCollector) -> String {
+    format!("{}-platform-credentials", collector.name_any())
+}
+
+fn selector_labels(collector: &RegionalCollector) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (LABEL_NAME.to_owned(), "telemux-collector".to_owned()),
+        (LABEL_INSTANCE.to_owned(), collector.name_any()),
+    ])
+}
+
+fn meta(collector: &RegionalCollector, name: String, component: &str) -> ObjectMeta {
+    let name_label = collector.name_any();
+    ObjectMeta {
+        name: Some(name),
+        namespace: collector.namespace(),
+        labels: Some(labels(&[
+            (LABEL_NAME, "telemux-collector"),
+            (LABEL_INSTANCE, &name_label),
+            (LABEL_COMPONENT, component),
+            (LABEL_COLLECTOR, &name_label),
+            (LABEL_REGION, &collector.spec.region),
+        ])),
+        owner_references: owner_reference(collector).map(|o| vec![o]),
+        ..ObjectMeta::default()
+    }
+}
+
+/// The collector configuration: no secret material, only `${file:...}` references to the
+/// mounted Secret.
+pub fn config_map(collector: &RegionalCollector, rendered: &RenderedConfig) -> ConfigMap {
+    ConfigMap {
+        metadata: meta(collector, config_map_name(collector), "collector-config"),
+        data: Some(BTreeMap::from([(
+            CONFIG_FILE.to_owned(),
+            rendered.yaml.clone(),
+        )])),
+        ..ConfigMap::default()
+    }
+}
+
+/// htpasswd and connection strings, mounted as files.
+pub fn secret(collector: &RegionalCollector, files: &BTreeMap<String, String>) -> Secret {
+    Secret {
+        metadata: meta(collector, secret_name(collector), "collector-secrets"),
+        type_: Some("Opaque".into()),
+        data: Some(
+            files
+                .iter()
+                .map(|(k, v)| (k.clone(), ByteString(v.clone().into_bytes())))
+                .collect(),
+        ),
+        ..Secret::default()
+    }
+}
+
+/// SHA-256 over the Secret's files, for the pod-template annotation.
+pub fn secret_hash(files: &BTreeMap<String, String>) -> String {
+    let mut bytes = Vec::new();
+    for (name, content) in files {
+        for part in [name.as_bytes(), content.as_bytes()] {
+            bytes.extend_from_slice(&(part.len() as u64).to_be_bytes());
+            bytes.extend_from_slice(part);
+        }
+    }
+    hex_sha256(&bytes)
+}
+
+/// The credential the platform's services send with (`_platform` user).
+pub fn platform_credentials_secret(
+    collector: &RegionalCollector,
+    password: &str,
+    bcrypt_hash: &str,
+) -> Secret {
+    Secret {
+        metadata: meta(
+            collector,
+            platform_credentials_secret_name(collector),
+            "platform-credentials",
+        ),
+        type_: Some("Opaque".into()),
+        data: Some(BTreeMap::from([
+            (
+                USERNAME_KEY.to_owned(),
+                ByteString(crate::pipeline::PLATFORM_USER.as_bytes().to_vec()),
+            ),
+            (
+                PASSWORD_KEY.to_owned(),
+                ByteString(password.as_bytes().to_vec()),
+            ),
+            (
+                BCRYPT_KEY.to_owned(),
+                ByteString(bcrypt_hash.as_bytes().to_vec()),
+            ),
+        ])),
+        ..Secret::default()
+    }
+}
+
+fn default_resources() -> ResourceRequirements {
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_owned(), Quantity("200m".into())),
+            ("memory".to_owned(), Quantity("256Mi".into())),
+        ])),
+        limits: Some(BTreeMap::from([(
+            "memory".to_owned(),
+            Quantity("1Gi".into()),
+        )])),
+        ..ResourceRequirements::default()
+    }
+}
+
+fn tcp_port(name: &str, port: i32) -> ContainerPort {
+    ContainerPort {
+        name: Some(name.into()),
+        container_port: port,
+        protocol: Some("TCP".into()),
+        ..ContainerPort::default()
+    }
+}
+
+/// The collector Deployment. The pod template carries the hashes of config and Secret: a change
+/// of either rolls the pods, and no change leaves the template, and so the pods, alone.
+pub fn deployment(
+    collector: &RegionalCollector,
+    config_hash: &str,
+    secret_hash: &str,
+) -> Deployment {
+    let spec = &collector.spec;
+    let overrides = spec.pod_template.clone().unwrap_or_default();
+    let mut pod_labels = overrides.labels.clone();
+    pod_labels.extend(selector_labels(collector));
+    let mut pod_annotations = overrides.annotations.clone();
+    pod_annotations.insert(ANNOTATION_CONFIG_HASH.into(), config_hash.into());
+    pod_annotations.insert(ANNOTATION_SECRET_HASH.into(), secret_hash.into());
+    let health_probe = |period| Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some("/".into()),
+            port: IntOrString::Int(HEALTH_PORT),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        ..Probe::default()
+    };
+    let container = Container {
+        name: "otelcol".into(),
+        image: Some(
+            spec.image
+                .clone()
+                .unwrap_or_else(|| DEFAULT_COLLECTOR_IMAGE.to_owned()),
+        ),
+        args: Some(vec![format!("--config={CONFIG_DIR}/{CONFIG_FILE}")]),
+        ports: Some(vec![
+            tcp_port("otlp-grpc", spec.ports.grpc),
+            tcp_port("otlp-http", spec.ports.http),
+            tcp_port("health", HEALTH_PORT),
+            tcp_port("metrics", METRICS_PORT),
+        ]),
+        readiness_probe: Some(health_probe(5)),
+        liveness_probe: Some(health_probe(15)),
+        resources: Some(spec.resources.clone().unwrap_or_else(default_resources)),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Capabilities::default()
+            }),
+            ..SecurityContext::default()
+        }),
+        volume_mounts: Some(vec![
+            VolumeMount {
+                name: "config".into(),
+                mount_path: CONFIG_DIR.into(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            },
+            VolumeMount {
+                name: "secrets".into(),
+                mount_path: SECRETS_DIR.into(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            },
+        ]),
+        ..Container::default()
+    };
+    Deployment {
+        metadata: meta(collector, workload_name(collector), "collector"),
+        spec: Some(DeploymentSpec {
+            replicas: Some(spec.replicas),
+            selector: LabelSelector {
+                match_labels: Some(selector_labels(collector)),
+                ..LabelSelector::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    annotations: Some(pod_annotations),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    // The collector never talks to the API server.
+                    automount_service_account_token: Some(false),
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        run_as_user: Some(COLLECTOR_UID),
+                        run_as_group: Some(COLLECTOR_UID),
+                        fs_group: Some(COLLECTOR_UID),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".into(),
+                            ..SeccompProfile::default()
+                        }),
+                        ..PodSecurityContext::default()
+                    }),
+                    node_selector: (!overrides.node_selector.is_empty())
+                        .then_some(overrides.node_selector),
+                    tolerations: (!overrides.tolerations.is_empty())
+                        .then_some(overrides.tolerations),
+                    priority_class_name: overrides.priority_class_name,
+                    volumes: Some(vec![
+                        Volume {
+                            name: "config".into(),
+                            config_map: Some(ConfigMapVolumeSource {
+                                name: config_map_name(collector),
+                                ..ConfigMapVolumeSource::default()
+                            }),
+                            ..Volume::default()
+                        },
+                        Volume {
+                            name: "secrets".into(),
+                            secret: Some(SecretVolumeSource {
+                                secret_name: Some(secret_name(collector)),
+                                default_mode: Some(0o440),
+                                ..SecretVolumeSource::default()
+                            }),
+                            ..Volume::default()
+                        },
+                    ]),
+                    ..PodSpec::default()
+                }),
+            },
+            ..DeploymentSpec::default()
+        }),
+        ..Deployment::default()
+    }
+}
+
+/// OTLP (gRPC and HTTP) and the collector's own metrics.
+pub fn service(collector: &RegionalCollector) -> Service {
+    let port = |name: &str, port: i32| ServicePort {
+        name: Some(name.into()),
+        port,
+        target_port: Some(IntOrString::String(name.into())),
+        protocol: Some("TCP".into()),
+        ..ServicePort::default()
+    };
+    Service {
+        metadata: meta(collector, workload_name(collector), "collector"),
+        spec: Some(ServiceSpec {
+            selector: Some(selector_labels(collector)),
+            ports: Some(vec![
+                port("otlp-grpc", collector.spec.ports.grpc),
+                port("otlp-http", collector.spec.ports.http),
+                port("metrics", METRICS_PORT),
+            ]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}

@@ -1,0 +1,861 @@
+//! The operator against the local control plane: tenants and a collector are applied, and what
+//! a user relies on is checked on the objects the API server holds.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::{ConfigMap, Event as CoreEvent, Secret, Service};
+use kube::ResourceExt;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+use support::{Operator, TestNamespace, eventually, install_crds, plane_client};
+use telemux::api::{RegionalCollector, TelemetryTenant};
+
+const WAIT: Duration = Duration::from_secs(90);
+
+struct Env {
+    ns: TestNamespace,
+    operator: Operator,
+}
+
+async fn setup(test: &str) -> Option<Env> {
+    let client = plane_client().await?;
+    install_crds(&client).await;
+    let ns = TestNamespace::create(&client, test).await;
+    let operator = Operator::start(&client, &ns.name);
+    Some(Env { ns, operator })
+}
+
+impl Env {
+    async fn teardown(self) {
+        self.operator.stop().await;
+        self.ns.delete().await;
+    }
+
+    fn ikey(n: u32) -> String {
+        format!("00000000-0000-4000-8000-{n:012}")
+    }
+
+    fn connection_string(n: u32) -> String {
+        format!(
+            "InstrumentationKey={};IngestionEndpoint=https://westeurope-{n}.in.applicationinsights.azure.com/",
+            Self::ikey(n)
+        )
+    }
+
+    async fn secret(&self, name: &str, key: &str, value: &str) {
+        let secret: Secret = serde_json::from_value(json!({
+            "metadata": { "name": name },
+            "stringData": { key: value }
+        }))
+        .unwrap();
+        self.ns
+            .api::<Secret>()
+            .create(&PostParams::default(), &secret)
+            .await
+            .unwrap();
+    }
+
+    /// A tenant with an existing App Insights whose connection string Secret is created too.
+    async fn tenant(&self, name: &str, n: u32, regions: &[&str], extra: Value) -> TelemetryTenant {
+        self.secret(
+            &format!("{name}-ai-source"),
+            "connection-string",
+            &Self::connection_string(n),
+        )
+        .await;
+        self.tenant_without_secret(name, regions, extra).await
+    }
+
+    async fn tenant_without_secret(
+        &self,
+        name: &str,
+        regions: &[&str],
+        extra: Value,
+    ) -> TelemetryTenant {
+        let mut spec = json!({
+            "tenantId": name,
+            "regions": regions,
+            "applicationInsights": { "existing": { "connectionStringSecretRef": {
+                "name": format!("{name}-ai-source"), "key": "connection-string"
+            }}}
+        });
+        merge(&mut spec, extra);
+        let tenant: TelemetryTenant =
+            serde_json::from_value(json!({ "apiVersion": "telemux.io/v1alpha1", "kind": "TelemetryTenant", "metadata": { "name": name }, "spec": spec })).unwrap();
+        self.ns
+            .api::<TelemetryTenant>()
+            .create(&PostParams::default(), &tenant)
+            .await
+            .unwrap()
+    }
+
+    async fn collector(&self, name: &str, region: &str) -> RegionalCollector {
+        let collector: RegionalCollector = serde_json::from_value(json!({
+            "apiVersion": "telemux.io/v1alpha1", "kind": "RegionalCollector",
+            "metadata": { "name": name },
+            "spec": { "region": region, "replicas": 1 }
+        }))
+        .unwrap();
+        self.ns
+            .api::<RegionalCollector>()
+            .create(&PostParams::default(), &collector)
+            .await
+            .unwrap()
+    }
+
+    async fn condition(
+        &self,
+        kind: &str,
+        name: &str,
+        type_: &str,
+    ) -> Option<(String, String, String)> {
+        let conditions = match kind {
+            "tenant" => {
+                self.ns
+                    .api::<TelemetryTenant>()
+                    .get(name)
+                    .await
+                    .ok()?
+                    .status?
+                    .conditions
+            }
+            _ => {
+                self.ns
+                    .api::<RegionalCollector>()
+                    .get(name)
+                    .await
+                    .ok()?
+                    .status?
+                    .conditions
+            }
+        };
+        conditions
+            .into_iter()
+            .find(|c| c.type_ == type_)
+            .map(|c| (c.status, c.reason, c.message))
+    }
+
+    async fn wait_condition(
+        &self,
+        kind: &str,
+        name: &str,
+        type_: &str,
+        status: &str,
+    ) -> (String, String) {
+        eventually(&format!("{kind} {name} {type_}={status}"), WAIT, || async {
+            let (s, reason, message) = self.condition(kind, name, type_).await?;
+            (s == status).then_some((reason, message))
+        })
+        .await
+    }
+
+    /// Tenant ids the collector's rendered config routes (traces routing table).
+    async fn routed_in_config(&self, collector: &str) -> Option<BTreeSet<String>> {
+        let cm = self
+            .ns
+            .api::<ConfigMap>()
+            .get_opt(&format!("{collector}-collector-config"))
+            .await
+            .ok()??;
+        let yaml = cm.data?.remove("config.yaml")?;
+        let config: Value = serde_saphyr::from_str(&yaml).ok()?;
+        let table = config["connectors"]["routing/traces"]["table"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        Some(
+            table
+                .iter()
+                .filter_map(|e| e["condition"].as_str())
+                .filter_map(|c| {
+                    c.strip_prefix(r#"resource.attributes["tenant.id"] == ""#)?
+                        .strip_suffix('"')
+                        .map(str::to_owned)
+                })
+                .collect(),
+        )
+    }
+
+    async fn wait_routed(&self, collector: &str, expected: &[&str]) {
+        let expected: BTreeSet<String> = expected.iter().map(|s| s.to_string()).collect();
+        eventually(
+            &format!("collector {collector} to route exactly {expected:?}"),
+            WAIT,
+            || async { (self.routed_in_config(collector).await? == expected).then_some(()) },
+        )
+        .await;
+    }
+
+    async fn deployment(&self, collector: &str) -> Option<Deployment> {
+        self.ns
+            .api::<Deployment>()
+            .get_opt(&format!("{collector}-collector"))
+            .await
+            .ok()?
+    }
+
+    /// Waits until the collector is Ready, its Deployment Available and nothing is moving.
+    async fn wait_settled(&self, collector: &str) {
+        self.wait_condition("collector", collector, "Ready", "True")
+            .await;
+        // Settled: two readings 1.5 s apart are identical.
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let mut last = self.resource_versions(collector).await;
+        loop {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            let now = self.resource_versions(collector).await;
+            if now == last {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "collector {collector} never settled"
+            );
+            last = now;
+        }
+    }
+
+    async fn resource_versions(&self, collector: &str) -> String {
+        let mut versions = BTreeMap::new();
+        for cm in self
+            .ns
+            .api::<ConfigMap>()
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+        {
+            versions.insert(format!("cm/{}", cm.name_any()), cm.resource_version());
+        }
+        for s in self
+            .ns
+            .api::<Secret>()
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+        {
+            versions.insert(format!("secret/{}", s.name_any()), s.resource_version());
+        }
+        for d in self
+            .ns
+            .api::<Deployment>()
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+        {
+            versions.insert(format!("deploy/{}", d.name_any()), d.resource_version());
+        }
+        for s in self
+            .ns
+            .api::<Service>()
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+        {
+            versions.insert(format!("svc/{}", s.name_any()), s.resource_version());
+        }
+        for t in self
+            .ns
+            .api::<TelemetryTenant>()
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+        {
+            versions.insert(format!("tenant/{}", t.name_any()), t.resource_version());
+        }
+        let c = self
+            .ns
+            .api::<RegionalCollector>()
+            .get(collector)
+            .await
+            .unwrap();
+        versions.insert(
+            "collector-status".into(),
+            Some(serde_json::to_string(&c.status).unwrap()),
+        );
+        format!("{versions:?}")
+    }
+}
+
+fn merge(base: &mut Value, extra: Value) {
+    if let (Some(base), Value::Object(extra)) = (base.as_object_mut(), extra) {
+        for (k, v) in extra {
+            base.insert(k, v);
+        }
+    }
+}
+
+fn secret_strings(secret: &Secret) -> Vec<String> {
+    let mut out: Vec<String> = secret
+        .data
+        .iter()
+        .flatten()
+        .filter_map(|(_, v)| String::from_utf8(v.0.clone()).ok())
+        .collect();
+    out.extend(secret.string_data.iter().flatten().map(|(_, v)| v.clone()));
+    out
+}
+
+#[tokio::test]
+async fn a_collector_routes_exactly_its_tenants_and_keeps_secrets_out_of_sight() {
+    let Some(env) = setup("routes-three").await else {
+        return;
+    };
+    env.collector("westeurope", "westeurope").await;
+    for (n, name) in ["acme", "globex", "initech"].iter().enumerate() {
+        env.tenant(
+            name,
+            n as u32 + 1,
+            &["westeurope", "northeurope"],
+            json!({}),
+        )
+        .await;
+    }
+    env.tenant("elsewhere", 9, &["eastus"], json!({})).await;
+
+    env.wait_routed("westeurope", &["acme", "globex", "initech"])
+        .await;
+    for name in ["acme", "globex", "initech"] {
+        let (reason, message) = env.wait_condition("tenant", name, "Ready", "True").await;
+        assert_eq!(reason, "Ready");
+        assert!(!message.is_empty());
+        let status = env
+            .ns
+            .api::<TelemetryTenant>()
+            .get(name)
+            .await
+            .unwrap()
+            .status
+            .unwrap();
+        assert_eq!(status.collectors, vec!["westeurope".to_owned()]);
+        assert_eq!(
+            status.credentials_secret.as_deref(),
+            Some(&*format!("{name}-ingestion-credentials"))
+        );
+    }
+    let (reason, _) = env
+        .wait_condition("tenant", "elsewhere", "Routed", "False")
+        .await;
+    assert_eq!(reason, "NoCollectorInRegion");
+
+    // The Deployment becomes Available on the plane's nodes, and the collector says so.
+    env.wait_condition("collector", "westeurope", "Available", "True")
+        .await;
+    env.wait_settled("westeurope").await;
+    let collector = env
+        .ns
+        .api::<RegionalCollector>()
+        .get("westeurope")
+        .await
+        .unwrap();
+    let status = collector.status.unwrap();
+    assert_eq!(status.tenant_count, 3);
+    assert_eq!(status.routed_tenants, vec!["acme", "globex", "initech"]);
+    assert_eq!(status.ready_replicas, 1);
+    let deployment = env.deployment("westeurope").await.unwrap();
+    let annotations = deployment
+        .spec
+        .unwrap()
+        .template
+        .metadata
+        .unwrap()
+        .annotations
+        .unwrap();
+    assert_eq!(
+        annotations.get("telemux.io/config-hash"),
+        status.config_hash.as_ref()
+    );
+    for owned in [
+        env.ns
+            .api::<ConfigMap>()
+            .get("westeurope-collector-config")
+            .await
+            .unwrap()
+            .metadata,
+        env.ns
+            .api::<Secret>()
+            .get("westeurope-collector-secrets")
+            .await
+            .unwrap()
+            .metadata,
+        env.ns
+            .api::<Service>()
+            .get("westeurope-collector")
+            .await
+            .unwrap()
+            .metadata,
+    ] {
+        let owner = &owned.owner_references.unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.name.as_str()),
+            ("RegionalCollector", "westeurope")
+        );
+    }
+
+    // The collector's Secret has an htpasswd of bcrypt hashes only.
+    let collector_secret = env
+        .ns
+        .api::<Secret>()
+        .get("westeurope-collector-secrets")
+        .await
+        .unwrap();
+    let htpasswd = String::from_utf8(
+        collector_secret.data.as_ref().unwrap()["htpasswd"]
+            .0
+            .clone(),
+    )
+    .unwrap();
+    let users: Vec<&str> = htpasswd
+        .lines()
+        .map(|l| l.split(':').next().unwrap())
+        .collect();
+    assert_eq!(users, ["acme", "globex", "initech"]);
+    assert!(
+        htpasswd
+            .lines()
+            .all(|l| l.split_once(':').unwrap().1.starts_with("$2y$"))
+    );
+
+    // No secret material in any ConfigMap, status or event.
+    let mut secrets = Vec::new();
+    for secret in env
+        .ns
+        .api::<Secret>()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+    {
+        if secret.name_any().ends_with("-ingestion-credentials")
+            || secret.name_any().ends_with("-ai-source")
+        {
+            secrets.extend(secret_strings(&secret).into_iter().filter(|s| s.len() > 16));
+        }
+    }
+    for n in 1..=3 {
+        secrets.push(Env::ikey(n));
+    }
+    let mut visible = String::new();
+    for cm in env
+        .ns
+        .api::<ConfigMap>()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+    {
+        visible.push_str(&serde_json::to_string(&cm.data).unwrap());
+    }
+    for t in env
+        .ns
+        .api::<TelemetryTenant>()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+    {
+        visible.push_str(&serde_json::to_string(&t.status).unwrap());
+    }
+    visible.push_str(
+        &serde_json::to_string(
+            &env.ns
+                .api::<RegionalCollector>()
+                .get("westeurope")
+                .await
+                .unwrap()
+                .status,
+        )
+        .unwrap(),
+    );
+    let events = env
+        .ns
+        .api::<CoreEvent>()
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    assert!(!events.items.is_empty(), "telemux publishes events");
+    for event in events {
+        visible.push_str(&format!("{:?} {:?}", event.reason, event.message));
+    }
+    for secret in &secrets {
+        assert!(
+            !visible.contains(secret.as_str()),
+            "secret material is visible outside Secrets"
+        );
+    }
+    env.teardown().await;
+}
+
+#[tokio::test]
+async fn changing_a_tenants_redaction_rolls_the_collector_once() {
+    let Some(env) = setup("redaction-rollout").await else {
+        return;
+    };
+    env.collector("westeurope", "westeurope").await;
+    env.tenant("acme", 1, &["westeurope"], json!({})).await;
+    env.tenant("globex", 2, &["westeurope"], json!({})).await;
+    env.wait_routed("westeurope", &["acme", "globex"]).await;
+    env.wait_settled("westeurope").await;
+    let before = env.deployment("westeurope").await.unwrap();
+    let generation = before.metadata.generation.unwrap();
+    let hash = before
+        .spec
+        .unwrap()
+        .template
+        .metadata
+        .unwrap()
+        .annotations
+        .unwrap()["telemux.io/config-hash"]
+        .clone();
+
+    let patch = json!({ "spec": { "redaction": { "blockedValues": ["CUST-[0-9]{6}"] } } });
+    env.ns
+        .api::<TelemetryTenant>()
+        .patch("acme", &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .unwrap();
+
+    eventually(
+        "the redaction to reach the rendered config",
+        WAIT,
+        || async {
+            let cm = env
+                .ns
+                .api::<ConfigMap>()
+                .get("westeurope-collector-config")
+                .await
+                .ok()?;
+            cm.data?["config.yaml"]
+                .contains("CUST-[0-9]{6}")
+                .then_some(())
+        },
+    )
+    .await;
+    env.wait_settled("westeurope").await;
+    let after = env.deployment("westeurope").await.unwrap();
+    assert_eq!(
+        after.metadata.generation.unwrap(),
+        generation + 1,
+        "exactly one rollout"
+    );
+    let new_hash = after
+        .spec
+        .unwrap()
+        .template
+        .metadata
+        .unwrap()
+        .annotations
+        .unwrap()["telemux.io/config-hash"]
+        .clone();
+    assert_ne!(new_hash, hash);
+    let replica_sets = env
+        .ns
+        .api::<ReplicaSet>()
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        replica_sets.items.len(),
+        2,
+        "one ReplicaSet before, one after"
+    );
+    // The other tenant's pipeline is untouched by acme's additions.
+    let config = env
+        .ns
+        .api::<ConfigMap>()
+        .get("westeurope-collector-config")
+        .await
+        .unwrap()
+        .data
+        .unwrap()["config.yaml"]
+        .clone();
+    let config: Value = serde_saphyr::from_str(&config).unwrap();
+    assert!(config["processors"]["redaction/tenant_acme"].is_object());
+    assert!(
+        config["processors"]
+            .get("redaction/tenant_globex")
+            .is_none()
+    );
+    env.teardown().await;
+}
+
+#[tokio::test]
+async fn a_reconcile_without_change_writes_nothing() {
+    let Some(env) = setup("no-op-reconcile").await else {
+        return;
+    };
+    env.collector("westeurope", "westeurope").await;
+    env.tenant("acme", 1, &["westeurope"], json!({})).await;
+    env.tenant("globex", 2, &["westeurope"], json!({})).await;
+    env.wait_routed("westeurope", &["acme", "globex"]).await;
+    env.wait_condition("tenant", "acme", "Ready", "True").await;
+    env.wait_condition("tenant", "globex", "Ready", "True")
+        .await;
+    env.wait_settled("westeurope").await;
+    let before = env.resource_versions("westeurope").await;
+
+    // Touch both resources without changing their specs: every controller reconciles again.
+    let collectors_before = env.operator.metrics.reconciliations_of("collector");
+    let tenants_before = env.operator.metrics.reconciliations_of("tenant");
+    let poke = json!({ "metadata": { "annotations": { "example.com/poke": "1" } } });
+    env.ns
+        .api::<RegionalCollector>()
+        .patch("westeurope", &PatchParams::default(), &Patch::Merge(&poke))
+        .await
+        .unwrap();
+    env.ns
+        .api::<TelemetryTenant>()
+        .patch("acme", &PatchParams::default(), &Patch::Merge(&poke))
+        .await
+        .unwrap();
+    eventually("both controllers to reconcile again", WAIT, || async {
+        let c = env.operator.metrics.reconciliations_of("collector");
+        let t = env.operator.metrics.reconciliations_of("tenant");
+        (c > collectors_before && t >= tenants_before + 2).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = env.resource_versions("westeurope").await;
+    // The annotation changed the tenant's own resourceVersion; everything telemux writes stayed.
+    let strip = |s: &str| {
+        s.split(", ")
+            .filter(|p| !p.starts_with("\"tenant/acme\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    assert_eq!(strip(&before), strip(&after));
+    env.teardown().await;
+}
+
+#[tokio::test]
+async fn deleting_a_tenant_removes_its_route_credential_and_secrets() {
+    let Some(env) = setup("delete-tenant").await else {
+        return;
+    };
+    env.collector("westeurope", "westeurope").await;
+    env.tenant("acme", 1, &["westeurope"], json!({})).await;
+    env.tenant("globex", 2, &["westeurope"], json!({})).await;
+    env.wait_routed("westeurope", &["acme", "globex"]).await;
+    env.wait_condition("tenant", "acme", "Ready", "True").await;
+    let secrets = env.ns.api::<Secret>();
+    assert!(
+        secrets
+            .get_opt("acme-ingestion-credentials")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(secrets.get_opt("acme-appinsights").await.unwrap().is_some());
+
+    env.ns
+        .api::<TelemetryTenant>()
+        .delete("acme", &DeleteParams::default())
+        .await
+        .unwrap();
+    env.wait_routed("westeurope", &["globex"]).await;
+    eventually(
+        "acme's credential to leave the collector's Secret",
+        WAIT,
+        || async {
+            let secret = secrets.get("westeurope-collector-secrets").await.ok()?;
+            let data = secret.data?;
+            let htpasswd = String::from_utf8(data["htpasswd"].0.clone()).ok()?;
+            (!htpasswd.contains("acme:") && !data.contains_key("tenant-acme.connection-string"))
+                .then_some(())
+        },
+    )
+    .await;
+    eventually("acme's Secrets to be garbage collected", WAIT, || async {
+        let creds = secrets.get_opt("acme-ingestion-credentials").await.ok()?;
+        let cs = secrets.get_opt("acme-appinsights").await.ok()?;
+        (creds.is_none() && cs.is_none()).then_some(())
+    })
+    .await;
+    env.wait_condition("tenant", "globex", "Ready", "True")
+        .await;
+    env.teardown().await;
+}
+
+#[tokio::test]
+async fn an_invalid_tenant_is_reported_and_isolated() {
+    let Some(env) = setup("invalid-tenant").await else {
+        return;
+    };
+    env.collector("westeurope", "westeurope").await;
+    env.tenant("good", 1, &["westeurope"], json!({})).await;
+    env.tenant(
+        "badregex",
+        2,
+        &["westeurope"],
+        json!({ "redaction": { "blockedValues": ["(unclosed"] } }),
+    )
+    .await;
+    env.tenant_without_secret("nosecret", &["westeurope"], json!({}))
+        .await;
+    env.secret(
+        "badcs-ai-source",
+        "connection-string",
+        "IngestionEndpoint=https://x/",
+    )
+    .await;
+    env.tenant_without_secret("badcs", &["westeurope"], json!({}))
+        .await;
+
+    let (reason, message) = env
+        .wait_condition("tenant", "badregex", "Ready", "False")
+        .await;
+    assert_eq!(reason, "InvalidSpec");
+    assert!(
+        message.contains("redaction.blockedValues[0]") && message.contains("(unclosed"),
+        "{message}"
+    );
+    let (reason, message) = env
+        .wait_condition("tenant", "nosecret", "Ready", "False")
+        .await;
+    assert_eq!(reason, "SecretNotFound");
+    assert!(message.contains("nosecret-ai-source"), "{message}");
+    let (reason, message) = env
+        .wait_condition("tenant", "badcs", "Ready", "False")
+        .await;
+    assert_eq!(reason, "InvalidConnectionString");
+    assert!(message.contains("InstrumentationKey"), "{message}");
+
+    env.wait_routed("westeurope", &["good"]).await;
+    env.wait_condition("tenant", "good", "Ready", "True").await;
+    env.wait_condition("collector", "westeurope", "Ready", "True")
+        .await;
+    let status = env
+        .ns
+        .api::<RegionalCollector>()
+        .get("westeurope")
+        .await
+        .unwrap()
+        .status
+        .unwrap();
+    let rejected: BTreeMap<String, String> = status
+        .rejected_tenants
+        .iter()
+        .map(|r| (r.name.clone(), r.reason.clone()))
+        .collect();
+    assert_eq!(
+        rejected.get("badregex").map(String::as_str),
+        Some("InvalidSpec")
+    );
+
+    // Fixing the missing Secret is noticed without touching the tenant.
+    env.secret(
+        "nosecret-ai-source",
+        "connection-string",
+        &Env::connection_string(7),
+    )
+    .await;
+    env.wait_condition("tenant", "nosecret", "Ready", "True")
+        .await;
+    env.wait_routed("westeurope", &["good", "nosecret"]).await;
+    env.teardown().await;
+}
+
+#[tokio::test]
+async fn the_api_server_rejects_invalid_specs_with_readable_messages() {
+    let Some(client) = plane_client().await else {
+        return;
+    };
+    install_crds(&client).await;
+    let ns = TestNamespace::create(&client, "admission").await;
+    let api = ns.api::<TelemetryTenant>();
+    let base = json!({
+        "apiVersion": "telemux.io/v1alpha1", "kind": "TelemetryTenant",
+        "metadata": { "name": "t" },
+        "spec": {
+            "tenantId": "acme", "regions": ["westeurope"],
+            "applicationInsights": { "existing": { "connectionStringSecretRef": { "name": "s", "key": "k" } } }
+        }
+    });
+    let reject = |mutate: &dyn Fn(&mut Value), expected: &'static str| {
+        let mut object = base.clone();
+        mutate(&mut object);
+        let api = api.clone();
+        async move {
+            let result = api
+                .create(
+                    &PostParams::default(),
+                    &serde_json::from_value::<TelemetryTenant>(object).unwrap(),
+                )
+                .await;
+            match result {
+                Err(kube::Error::Api(status)) => {
+                    assert_eq!(status.code, 422, "{status:?}");
+                    assert!(
+                        status.message.contains(expected),
+                        "message {:?} lacks {expected:?}",
+                        status.message
+                    );
+                }
+                other => panic!("expected a rejection mentioning {expected:?}, got {other:?}"),
+            }
+        }
+    };
+    reject(
+        &|o| o["spec"]["tenantId"] = "Bad_Id".into(),
+        "spec.tenantId",
+    )
+    .await;
+    reject(&|o| o["spec"]["regions"] = json!([]), "spec.regions").await;
+    reject(
+        &|o| o["spec"]["regions"] = json!(["a", "a"]),
+        "Duplicate value",
+    )
+    .await;
+    reject(
+        &|o| o["spec"]["applicationInsights"]["provision"] = json!({ "subscriptionId": "00000000-0000-0000-0000-000000000000", "resourceGroup": "rg", "location": "westeurope" }),
+        "set exactly one of applicationInsights.provision or applicationInsights.existing",
+    )
+    .await;
+    reject(
+        &|o| o["spec"]["sampling"] = json!({ "percentage": 0 }),
+        "sampling.percentage must be greater than 0",
+    )
+    .await;
+    reject(
+        &|o| o["spec"]["sampling"] = json!({ "percentage": 150 }),
+        "spec.sampling.percentage",
+    )
+    .await;
+
+    // Immutable tenantId, through the real kubectl as a user would meet it.
+    api.create(
+        &PostParams::default(),
+        &serde_json::from_value::<TelemetryTenant>(base.clone()).unwrap(),
+    )
+    .await
+    .unwrap();
+    let mut changed = base.clone();
+    changed["spec"]["tenantId"] = "other".into();
+    changed["metadata"]["namespace"] = ns.name.clone().into();
+    let kubeconfig = std::env::var(support::KUBECONFIG_ENV).unwrap();
+    let mut child = std::process::Command::new("kubectl")
+        .args(["--kubeconfig", &kubeconfig, "apply", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("kubectl on PATH");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(serde_json::to_string(&changed).unwrap().as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success(),
+        "kubectl accepted a tenantId change"
+    );
+    assert!(
+        stderr.contains("tenantId is immutable"),
+        "kubectl said: {stderr}"
+    );
+    ns.delete().await;
+}

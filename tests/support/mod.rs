@@ -1,0 +1,206 @@
+//! Shared by the integration tests: a client pinned to the local plane, a namespace per test,
+//! an `eventually` poller, and the operator running in-process, scoped to the test namespace.
+
+#![allow(dead_code)] // each test binary uses a different part
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config};
+use tokio::sync::oneshot;
+
+pub const KUBECONFIG_ENV: &str = "TELEMUX_TEST_KUBECONFIG";
+
+/// A client for the local plane, or `None` (test skipped) when none is configured outside CI.
+/// Under CI a missing plane is a failure, never a skip.
+pub async fn plane_client() -> Option<Client> {
+    let path = std::env::var(KUBECONFIG_ENV)
+        .ok()
+        .filter(|p| std::path::Path::new(p).exists());
+    let Some(path) = path else {
+        let why = format!(
+            "{KUBECONFIG_ENV} does not name a kubeconfig file; start the plane with `make cluster-up`"
+        );
+        if std::env::var_os("CI").is_some() {
+            panic!("the local control plane is required under CI: {why}");
+        }
+        eprintln!("SKIPPED (no local plane): {why}");
+        return None;
+    };
+    let kubeconfig = Kubeconfig::read_from(&path).expect("reading the plane's kubeconfig");
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("a usable kubeconfig");
+    let client = Client::try_from(config).expect("a client");
+    if let Err(error) = client.apiserver_version().await {
+        panic!("the local plane at {path} does not answer: {error}");
+    }
+    Some(client)
+}
+
+/// Polls `check` until it returns `Some`, with backoff, failing after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut delay = Duration::from_millis(50);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(1));
+    }
+}
+
+/// A namespace of its own for one test, labelled so leftovers can be found.
+pub struct TestNamespace {
+    pub client: Client,
+    pub name: String,
+}
+
+impl TestNamespace {
+    pub async fn create(client: &Client, test: &str) -> Self {
+        let suffix: String = (0..6).map(|_| char::from(b'a' + rand_u8() % 26)).collect();
+        let name = format!("t-{}-{suffix}", test.replace('_', "-"));
+        let name: String = name
+            .chars()
+            .take(63)
+            .collect::<String>()
+            .trim_end_matches('-')
+            .to_owned();
+        let ns: Namespace = serde_json::from_value(serde_json::json!({
+            "metadata": { "name": name, "labels": { "telemux.io/test": "true" } }
+        }))
+        .unwrap();
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .expect("creating the test namespace");
+        eventually(
+            "the default ServiceAccount of the test namespace",
+            Duration::from_secs(30),
+            || {
+                let api: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+                    Api::namespaced(client.clone(), &name);
+                async move { api.get_opt("default").await.ok().flatten() }
+            },
+        )
+        .await;
+        TestNamespace {
+            client: client.clone(),
+            name,
+        }
+    }
+
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        K::DynamicType: Default,
+    {
+        Api::namespaced(self.client.clone(), &self.name)
+    }
+
+    pub async fn delete(self) {
+        let _ = Api::<Namespace>::all(self.client.clone())
+            .delete(&self.name, &DeleteParams::default())
+            .await;
+    }
+}
+
+fn rand_u8() -> u8 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64,
+    );
+    h.finish() as u8
+}
+
+/// Installs (server-side apply) the CRDs from crds/ and waits until they are served.
+pub async fn install_crds(client: &Client) {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in telemux::api::all_crds() {
+        let name = crd.metadata.name.clone().unwrap();
+        let mut value = serde_json::to_value(&crd).unwrap();
+        value["apiVersion"] = "apiextensions.k8s.io/v1".into();
+        value["kind"] = "CustomResourceDefinition".into();
+        api.patch(
+            &name,
+            &PatchParams::apply("telemux-tests").force(),
+            &Patch::Apply(value),
+        )
+        .await
+        .expect("applying a CRD");
+        eventually(
+            &format!("CRD {name} established"),
+            Duration::from_secs(30),
+            || {
+                let api = api.clone();
+                let name = name.clone();
+                async move {
+                    let crd = api.get(&name).await.ok()?;
+                    let established = crd
+                        .status?
+                        .conditions?
+                        .iter()
+                        .any(|c| c.type_ == "Established" && c.status == "True");
+                    established.then_some(())
+                }
+            },
+        )
+        .await;
+    }
+}
+
+/// The operator running in this test's runtime, serving only the test namespace.
+pub struct Operator {
+    pub metrics: Arc<telemux::metrics::Metrics>,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Operator {
+    pub fn start(client: &Client, namespace: &str) -> Self {
+        let metrics = Arc::new(telemux::metrics::Metrics::default());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let settings = telemux::controller::Settings {
+            collector_debounce: Duration::from_millis(500),
+            ..Default::default()
+        };
+        let task = tokio::spawn(telemux::run::run(
+            client.clone(),
+            telemux::run::Scope::Namespace(namespace.to_owned()),
+            settings,
+            metrics.clone(),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        Operator {
+            metrics,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(10), &mut self.task).await;
+    }
+}
