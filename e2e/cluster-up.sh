@@ -100,14 +100,20 @@ EOF
   # The bootstrap RBAC policy already grants these well-known users what they need.
   leaf kube-controller-manager "/CN=system:kube-controller-manager" client-ca v3_client
   leaf kube-scheduler "/CN=system:kube-scheduler" client-ca v3_client
+  # Front proxy (aggregation layer): without it the controller-manager and scheduler
+  # log "missing content for CA bundle ... requestheader-client-ca-file" all the time.
+  ca front-proxy-ca "/CN=telemux-plane-front-proxy-ca"
+  leaf front-proxy-client "/CN=front-proxy-client" front-proxy-ca v3_client
   # Service-account token signing key pair.
   openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "${tmp}/sa.key" 2>/dev/null
   openssl pkey -in "${tmp}/sa.key" -pubout -out "${tmp}/sa.pub"
   chmod 600 "${tmp}"/*.key
+  touch "${tmp}/.complete"
   rm -rf "${PKI}"
   mv "${tmp}" "${PKI}"
 }
-if [[ ! -f "${PKI}/sa.pub" ]]; then # sa.pub is written last
+# Marker of the current layout; an older or half-written pki is made anew.
+if [[ ! -f "${PKI}/.complete" ]]; then
   plane_log "generating certificates in ${PKI}"
   gen_pki
 fi
@@ -209,10 +215,16 @@ start kube-apiserver \
   --advertise-address=127.0.0.1 \
   --endpoint-reconciler-type=none \
   --secure-port="${PLANE_APISERVER_PORT}" \
-  --cert-dir="${PLANE_DIR}/apiserver-certs" \
   --tls-cert-file="${PKI}/apiserver.crt" \
   --tls-private-key-file="${PKI}/apiserver.key" \
   --client-ca-file="${PKI}/client-ca.crt" \
+  --requestheader-client-ca-file="${PKI}/front-proxy-ca.crt" \
+  --requestheader-allowed-names=front-proxy-client \
+  --requestheader-username-headers=X-Remote-User \
+  --requestheader-group-headers=X-Remote-Group \
+  --requestheader-extra-headers-prefix=X-Remote-Extra- \
+  --proxy-client-cert-file="${PKI}/front-proxy-client.crt" \
+  --proxy-client-key-file="${PKI}/front-proxy-client.key" \
   --authorization-mode=Node,RBAC \
   --service-cluster-ip-range=10.96.0.0/16 \
   --allow-privileged=true \
@@ -245,7 +257,17 @@ start kube-scheduler \
   --secure-port="${PLANE_SCHEDULER_PORT}"
 
 # kwok plays the kubelet of every node: heartbeats, pods Running/Ready with fake IPs.
+# An explicit config keeps a user's ~/.kwok/kwok.yaml out. It holds no Stage objects,
+# so v0.7.0 uses its built-in node/pod stages (v0.8+ would need stage configs here).
+# Pod IPs come from the cidr: strings in pod status only, nothing routes to them.
+cat >"${PLANE_DIR}/kwok.yaml" <<EOF
+apiVersion: config.kwok.x-k8s.io/v1alpha1
+kind: KwokConfiguration
+options:
+  cidr: 10.244.0.1/16
+EOF
 start kwok \
+  --config="${PLANE_DIR}/kwok.yaml" \
   --kubeconfig="${PLANE_KUBECONFIG}" \
   --manage-all-nodes=true \
   --server-address="127.0.0.1:${PLANE_KWOK_PORT}"

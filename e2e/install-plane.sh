@@ -30,10 +30,22 @@ log() { printf '[install-plane %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
 TOTAL_START=${SECONDS}
 
+# Concurrent runs (two worktrees, make -j) would rewrite the same wrapper modules:
+# serialize them; the second one then finds everything cached.
+if command -v flock >/dev/null; then
+  exec 9>"${CACHE_ROOT}/.install.lock"
+  flock 9
+fi
+
 # Temporary build outputs live next to the final binaries (same filesystem) so the
-# final `mv` is an atomic rename; an interrupted build leaves only this dir behind.
+# final `mv` is an atomic rename; an interrupted build leaves at most this dir behind.
+# Leftovers of killed runs (older than 10 hours) are removed.
+find "${BIN_DIR}" -maxdepth 1 -name '.build.*' -mmin +600 -exec rm -rf {} + 2>/dev/null || true
 TMP_OUT="$(mktemp -d "${BIN_DIR}/.build.XXXXXX")"
 trap 'rm -rf "${TMP_OUT}"' EXIT
+# Make INT/TERM go through the EXIT trap too.
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 # Print the value of a top-level directive (e.g. `go`, `godebug`) of a go.mod file.
 gomod_directive() {
