@@ -9,7 +9,7 @@ include e2e/plane.mk
 # Integration tests talk to this plane only, never to the current kube context.
 export TELEMUX_TEST_KUBECONFIG ?= $(PLANE_KUBECONFIG)
 
-.PHONY: help build crds fmt-check clippy lint unit integration test run install-crds clean
+.PHONY: bench-render help build crds fmt-check clippy lint unit integration test run install-crds clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
@@ -49,6 +49,9 @@ install-crds: cluster-up ## Install the CRDs into the local plane
 run: install-crds ## Start the local plane, install the CRDs and run the operator in the foreground
 	@echo "KUBECONFIG=$(PLANE_KUBECONFIG)  (stop the plane with: make cluster-down)"
 	KUBECONFIG='$(PLANE_KUBECONFIG)' $(CARGO) run --locked -- run
+
+bench-render: ## Benchmark planning+rendering a collector config at 10..10,000 tenants
+	$(CARGO) bench --locked --bench render
 
 clean: cluster-down
 	$(CARGO) clean

@@ -30,6 +30,41 @@ pub mod reason {
     pub const AVAILABLE: &str = "MinimumReplicasAvailable";
     pub const ROLLING_OUT: &str = "RollingOut";
     pub const SCALED_TO_ZERO: &str = "ScaledToZero";
+    pub const CONFIG_TOO_LARGE: &str = "ConfigTooLarge";
+}
+
+/// ConfigMaps and Secrets hold at most 1 MiB of data; leave room for metadata.
+const MAX_OBJECT_DATA: usize = 1_000_000;
+
+/// Why the rendered objects cannot be stored, if they cannot.
+fn oversize(
+    config: &str,
+    secret_files: &std::collections::BTreeMap<String, String>,
+) -> Option<String> {
+    let secret_size: usize = secret_files.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if config.len() > MAX_OBJECT_DATA {
+        Some(format!(
+            "the rendered configuration is {} bytes, more than a ConfigMap holds ({MAX_OBJECT_DATA}); split the tenants over several RegionalCollectors (tenantSelector)",
+            config.len()
+        ))
+    } else if secret_size > MAX_OBJECT_DATA {
+        Some(format!(
+            "the collector's Secret would be {secret_size} bytes, more than a Secret holds ({MAX_OBJECT_DATA}); split the tenants over several RegionalCollectors (tenantSelector)"
+        ))
+    } else {
+        None
+    }
+}
+
+/// The collector's current Deployment, if any.
+async fn ctx_deployment(
+    ctx: &Context,
+    collector: &RegionalCollector,
+    namespace: &str,
+) -> Result<Option<Deployment>> {
+    Ok(Api::<Deployment>::namespaced(ctx.client.clone(), namespace)
+        .get_opt(&desired::workload_name(collector))
+        .await?)
 }
 
 #[tracing::instrument(skip_all, fields(namespace = collector.namespace(), name = collector.name_any()))]
@@ -73,6 +108,24 @@ async fn reconcile_inner(collector: Arc<RegionalCollector>, ctx: Arc<Context>) -
         }
     };
     let rendered = render_collector_config(&plan)?;
+    if let Some(problem) = oversize(&rendered.yaml, &plan.secret_files) {
+        let mut status = previous.clone();
+        status.observed_generation = collector.metadata.generation;
+        let decided = vec![
+            Decided::new(
+                CONFIG_VALID,
+                Status::False,
+                reason::CONFIG_TOO_LARGE,
+                problem,
+            ),
+            available_condition(
+                &collector,
+                ctx_deployment(&ctx, &collector, &namespace).await?.as_ref(),
+            ),
+        ];
+        finish(&collector, &ctx, decided, status).await?;
+        return Ok(Action::requeue(ctx.settings.resync));
+    }
 
     // Config and secrets first, so pods never start on a config whose files are missing.
     apply(
@@ -325,4 +378,15 @@ pub fn error_policy(
 ) -> Action {
     tracing::warn!(name = %collector.name_any(), namespace = ?collector.namespace(), kind = error.metric_label(), %error, "collector reconcile failed");
     Action::requeue(Duration::from_secs(5))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn oversize_configs_are_refused_with_advice() {
+        let files = std::collections::BTreeMap::from([("htpasswd".to_owned(), String::new())]);
+        assert_eq!(super::oversize("small", &files), None);
+        let message = super::oversize(&"x".repeat(super::MAX_OBJECT_DATA + 1), &files).unwrap();
+        assert!(message.contains("tenantSelector"), "{message}");
+    }
 }
