@@ -266,10 +266,13 @@ kind: KwokConfiguration
 options:
   cidr: 10.244.0.1/16
 EOF
+# Node leases are kwok's heartbeat: without them the node controller declares the nodes
+# NotReady after its grace period (~50 s) and marks their pods unready for good.
 start kwok \
   --config="${PLANE_DIR}/kwok.yaml" \
   --kubeconfig="${PLANE_KUBECONFIG}" \
   --manage-all-nodes=true \
+  --node-lease-duration-seconds=40 \
   --server-address="127.0.0.1:${PLANE_KWOK_PORT}"
 
 healthz() { curl -fsSk "https://127.0.0.1:$1/healthz" | grep -qx ok; }

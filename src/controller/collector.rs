@@ -149,7 +149,11 @@ async fn reconcile_inner(collector: Arc<RegionalCollector>, ctx: Arc<Context>) -
     .await?;
     apply(&ctx.client, &namespace, &desired::service(&collector)).await?;
 
-    if previous.config_hash.as_deref() != Some(rendered.hash.as_str()) {
+    let key = format!("{namespace}/{}", collector.name_any());
+    if previous.config_hash.as_deref() != Some(rendered.hash.as_str())
+        && ctx.note_rollout(key, &rendered.hash)
+    {
+        tracing::info!(config_hash = %rendered.hash, tenants = plan.routed.len(), rejected = plan.rejected.len(), "rolled out collector configuration");
         ctx.event(
             &*collector,
             EventType::Normal,

@@ -58,6 +58,9 @@ pub struct Context {
     pub managed_secrets: Store<Secret>,
     pub settings: Settings,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Config hash each collector was last rolled out with by this process, so a rollout is
+    /// announced once even when the status cache lags behind.
+    pub rolled_out: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 /// Tunables of the controllers.
@@ -98,6 +101,7 @@ impl Context {
             managed_secrets: stores.managed_secrets,
             settings,
             metrics,
+            rolled_out: Default::default(),
         })
     }
 
@@ -119,6 +123,15 @@ impl Context {
         if let Err(error) = self.recorder.publish(&event, &object.object_ref(&())).await {
             tracing::warn!(%error, reason, "could not publish event");
         }
+    }
+
+    /// Records that `key` now runs `hash`; true when that is news.
+    pub fn note_rollout(&self, key: String, hash: &str) -> bool {
+        let mut rolled_out = self
+            .rolled_out
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        rolled_out.insert(key, hash.to_owned()).as_deref() != Some(hash)
     }
 
     /// A managed Secret's key, from the watch cache.

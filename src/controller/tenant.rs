@@ -100,6 +100,7 @@ async fn reconcile_inner(tenant: Arc<TelemetryTenant>, ctx: Arc<Context>) -> Res
         (true, Some(password), Some(hash)) => credentials_secret(&tenant, &password, &hash),
         _ => {
             let issued = issue_credential()?;
+            tracing::info!(secret = %creds_name, "issued ingestion credential");
             ctx.event(
                 &*tenant,
                 EventType::Normal,
@@ -303,10 +304,10 @@ async fn finish(
         return Ok(());
     }
     for condition in &status.conditions {
-        if condition.status == "False"
-            && transitioned(&previous, condition)
-            && condition.type_ != "Ready"
-        {
+        // Waiting is normal; only problems a user must act on are warnings.
+        let problem = condition.status == "False" && !condition.reason.ends_with("Pending");
+        if problem && transitioned(&previous, condition) && condition.type_ != "Ready" {
+            tracing::info!(condition = %condition.type_, reason = %condition.reason, message = %condition.message, "tenant not ready");
             ctx.event(
                 tenant,
                 EventType::Warning,
