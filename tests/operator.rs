@@ -221,51 +221,13 @@ impl Env {
 
     async fn resource_versions(&self, collector: &str) -> String {
         let mut versions = BTreeMap::new();
-        for cm in self
-            .ns
-            .api::<ConfigMap>()
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-        {
-            versions.insert(format!("cm/{}", cm.name_any()), cm.resource_version());
-        }
-        for s in self
-            .ns
-            .api::<Secret>()
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-        {
-            versions.insert(format!("secret/{}", s.name_any()), s.resource_version());
-        }
-        for d in self
-            .ns
-            .api::<Deployment>()
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-        {
-            versions.insert(format!("deploy/{}", d.name_any()), d.resource_version());
-        }
-        for s in self
-            .ns
-            .api::<Service>()
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-        {
-            versions.insert(format!("svc/{}", s.name_any()), s.resource_version());
-        }
-        for t in self
-            .ns
-            .api::<TelemetryTenant>()
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-        {
-            versions.insert(format!("tenant/{}", t.name_any()), t.resource_version());
-        }
+        self.versions_of::<ConfigMap>("cm", &mut versions).await;
+        self.versions_of::<Secret>("secret", &mut versions).await;
+        self.versions_of::<Deployment>("deploy", &mut versions)
+            .await;
+        self.versions_of::<Service>("svc", &mut versions).await;
+        self.versions_of::<TelemetryTenant>("tenant", &mut versions)
+            .await;
         let c = self
             .ns
             .api::<RegionalCollector>()
@@ -277,6 +239,29 @@ impl Env {
             Some(serde_json::to_string(&c.status).unwrap()),
         );
         format!("{versions:?}")
+    }
+}
+
+impl Env {
+    async fn versions_of<K>(&self, prefix: &str, into: &mut BTreeMap<String, Option<String>>)
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        for object in self
+            .ns
+            .api::<K>()
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+        {
+            into.insert(
+                format!("{prefix}/{}", object.name_any()),
+                object.resource_version(),
+            );
+        }
     }
 }
 

@@ -56,6 +56,25 @@ fn oversize(
     }
 }
 
+/// Nothing new can be rolled out: keep what is live and say why.
+async fn refuse_rollout(
+    collector: &RegionalCollector,
+    ctx: &Context,
+    namespace: &str,
+    reason: &str,
+    message: String,
+) -> Result<Action> {
+    let mut status = collector.status.clone().unwrap_or_default();
+    status.observed_generation = collector.metadata.generation;
+    let live = ctx_deployment(ctx, collector, namespace).await?;
+    let decided = vec![
+        Decided::new(CONFIG_VALID, Status::False, reason, message),
+        available_condition(collector, live.as_ref()),
+    ];
+    finish(collector, ctx, decided, status).await?;
+    Ok(Action::requeue(ctx.settings.resync))
+}
+
 /// The collector's current Deployment, if any.
 async fn ctx_deployment(
     ctx: &Context,
@@ -69,13 +88,7 @@ async fn ctx_deployment(
 
 #[tracing::instrument(skip_all, fields(namespace = collector.namespace(), name = collector.name_any()))]
 pub async fn reconcile(collector: Arc<RegionalCollector>, ctx: Arc<Context>) -> Result<Action> {
-    let started = std::time::Instant::now();
-    let result = reconcile_inner(collector, ctx.clone()).await;
-    ctx.metrics.reconciled("collector", started.elapsed());
-    if let Err(error) = &result {
-        ctx.metrics.failed("collector", error.metric_label());
-    }
-    result
+    super::measured(&ctx, "collector", reconcile_inner(collector, ctx.clone())).await
 }
 
 async fn reconcile_inner(collector: Arc<RegionalCollector>, ctx: Arc<Context>) -> Result<Action> {
@@ -85,46 +98,30 @@ async fn reconcile_inner(collector: Arc<RegionalCollector>, ctx: Arc<Context>) -
     if collector.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
-    let previous = collector.status.clone().unwrap_or_default();
-
     let sources = gather_sources(&collector, &ctx, &namespace).await?;
     let plan = match plan_collector(&sources) {
         Ok(plan) => plan,
         Err(problem) => {
-            // The collector itself is misconfigured: keep what is live, say why.
-            let mut status = previous.clone();
-            status.observed_generation = collector.metadata.generation;
-            let decided = vec![
-                Decided::new(
-                    CONFIG_VALID,
-                    Status::False,
-                    problem.reason,
-                    problem.message.clone(),
-                ),
-                available_condition(&collector, None),
-            ];
-            finish(&collector, &ctx, decided, status).await?;
-            return Ok(Action::requeue(ctx.settings.resync));
+            return refuse_rollout(
+                &collector,
+                &ctx,
+                &namespace,
+                problem.reason,
+                problem.message,
+            )
+            .await;
         }
     };
     let rendered = render_collector_config(&plan)?;
     if let Some(problem) = oversize(&rendered.yaml, &plan.secret_files) {
-        let mut status = previous.clone();
-        status.observed_generation = collector.metadata.generation;
-        let decided = vec![
-            Decided::new(
-                CONFIG_VALID,
-                Status::False,
-                reason::CONFIG_TOO_LARGE,
-                problem,
-            ),
-            available_condition(
-                &collector,
-                ctx_deployment(&ctx, &collector, &namespace).await?.as_ref(),
-            ),
-        ];
-        finish(&collector, &ctx, decided, status).await?;
-        return Ok(Action::requeue(ctx.settings.resync));
+        return refuse_rollout(
+            &collector,
+            &ctx,
+            &namespace,
+            reason::CONFIG_TOO_LARGE,
+            problem,
+        )
+        .await;
     }
 
     // Config and secrets first, so pods never start on a config whose files are missing.
@@ -150,9 +147,11 @@ async fn reconcile_inner(collector: Arc<RegionalCollector>, ctx: Arc<Context>) -
     apply(&ctx.client, &namespace, &desired::service(&collector)).await?;
 
     let key = format!("{namespace}/{}", collector.name_any());
-    if previous.config_hash.as_deref() != Some(rendered.hash.as_str())
-        && ctx.note_rollout(key, &rendered.hash)
-    {
+    let previous_hash = collector
+        .status
+        .as_ref()
+        .and_then(|s| s.config_hash.as_deref());
+    if previous_hash != Some(rendered.hash.as_str()) && ctx.note_rollout(key, &rendered.hash) {
         tracing::info!(config_hash = %rendered.hash, tenants = plan.routed.len(), rejected = plan.rejected.len(), "rolled out collector configuration");
         ctx.event(
             &*collector,

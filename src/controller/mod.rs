@@ -143,6 +143,21 @@ impl Context {
     }
 }
 
+/// Runs one reconcile, counting it, its duration and its failure kind.
+pub async fn measured(
+    ctx: &Context,
+    controller: &'static str,
+    reconcile: impl std::future::Future<Output = Result<kube::runtime::controller::Action>>,
+) -> Result<kube::runtime::controller::Action> {
+    let started = std::time::Instant::now();
+    let result = reconcile.await;
+    ctx.metrics.reconciled(controller, started.elapsed());
+    if let Err(error) = &result {
+        ctx.metrics.failed(controller, error.metric_label());
+    }
+    result
+}
+
 /// The stores the controllers read from; filled by the watches in `crate::run`.
 pub struct Stores {
     pub tenants: Store<TelemetryTenant>,

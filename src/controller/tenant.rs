@@ -38,13 +38,7 @@ pub mod reason {
 
 #[tracing::instrument(skip_all, fields(namespace = tenant.namespace(), name = tenant.name_any()))]
 pub async fn reconcile(tenant: Arc<TelemetryTenant>, ctx: Arc<Context>) -> Result<Action> {
-    let started = std::time::Instant::now();
-    let result = reconcile_inner(tenant, ctx.clone()).await;
-    ctx.metrics.reconciled("tenant", started.elapsed());
-    if let Err(error) = &result {
-        ctx.metrics.failed("tenant", error.metric_label());
-    }
-    result
+    super::measured(&ctx, "tenant", reconcile_inner(tenant, ctx.clone())).await
 }
 
 async fn reconcile_inner(tenant: Arc<TelemetryTenant>, ctx: Arc<Context>) -> Result<Action> {
