@@ -5,6 +5,7 @@ SHELL := bash
 
 CARGO ?= cargo
 include e2e/plane.mk
+include e2e/collector.mk
 
 # Integration tests talk to this plane only, never to the current kube context.
 export TELEMUX_TEST_KUBECONFIG ?= $(PLANE_KUBECONFIG)
@@ -34,7 +35,7 @@ unit: ## Unit, golden and CRD-freshness tests (no cluster)
 integration: ## Integration tests against a running plane (make cluster-up first)
 	$(CARGO) test --locked --test plane --test operator
 
-test: lint unit ## Everything: lint, unit tests, then integration tests on a fresh local plane
+test: lint unit collector-validate-golden ## Everything: lint, unit and golden tests, golden configs through the real collector, integration tests on a fresh local plane
 	$(CARGO) test --locked --no-run --test plane --test operator
 	$(MAKE) --no-print-directory cluster-up
 	status=0; $(MAKE) --no-print-directory integration || status=$$?; \

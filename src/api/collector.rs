@@ -10,8 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use super::common::{SecretKeyRef, conditions_schema};
 
-/// The upstream contrib collector image of the collector version telemux renders for.
-pub const DEFAULT_COLLECTOR_IMAGE: &str = "otel/opentelemetry-collector-contrib:0.159.0";
+/// The upstream contrib collector image of the collector version telemux renders and validates
+/// for (e2e/collector/versions.env, OTELCOL_VERSION).
+pub const DEFAULT_COLLECTOR_IMAGE: &str = "otel/opentelemetry-collector-contrib:0.161.0";
 
 /// Baseline: IPv4 addresses (seed 004's collector template).
 pub const IPV4_PATTERN: &str = r"(?:[0-9]{1,3}\.){3}[0-9]{1,3}";

@@ -160,12 +160,16 @@ fn build(plan: &CollectorPlan) -> CollectorConfig {
             .collect();
         processors.insert(
             "filter/excluded_tenants".into(),
-            json!({
-                "error_mode": "ignore",
-                "traces": { "span": conditions },
-                "logs": { "log_record": conditions },
-                "metrics": { "metric": conditions },
-            }),
+            {
+                // Whole resources go: everything of an excluded tenant shares its resource.
+                let by_resource = json!([{ "context": "resource", "conditions": conditions }]);
+                json!({
+                    "error_mode": "ignore",
+                    "trace_conditions": by_resource,
+                    "log_conditions": by_resource,
+                    "metric_conditions": by_resource,
+                })
+            },
         );
     }
     processors.insert(
