@@ -267,3 +267,95 @@ fn collectors_of_managed_secret(
         .flat_map(|t| collectors_of_tenant(collectors, t))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn collector(
+        name: &str,
+        region: &str,
+        selector: Option<serde_json::Value>,
+    ) -> Arc<RegionalCollector> {
+        let mut spec = serde_json::json!({ "region": region });
+        if let Some(selector) = selector {
+            spec["tenantSelector"] = selector;
+        }
+        let mut c = RegionalCollector::new(name, serde_json::from_value(spec).unwrap());
+        c.metadata.namespace = Some("ns".into());
+        Arc::new(c)
+    }
+
+    fn tenant(id: &str, regions: &[&str]) -> TelemetryTenant {
+        let spec = serde_json::json!({
+            "tenantId": id, "regions": regions,
+            "applicationInsights": { "existing": { "connectionStringSecretRef": { "name": "s", "key": "k" } } }
+        });
+        let mut t = TelemetryTenant::new(id, serde_json::from_value(spec).unwrap());
+        t.metadata.namespace = Some("ns".into());
+        t
+    }
+
+    fn names(refs: Vec<ObjectRef<RegionalCollector>>) -> Vec<String> {
+        refs.into_iter().map(|r| r.name).collect()
+    }
+
+    #[test]
+    fn a_tenant_change_requeues_only_the_collectors_of_its_regions() {
+        let collectors = vec![
+            collector("eu", "westeurope", None),
+            collector("us", "eastus", None),
+            collector(
+                "eu-premium",
+                "westeurope",
+                Some(serde_json::json!({ "matchLabels": { "tier": "premium" } })),
+            ),
+        ];
+        assert_eq!(
+            names(collectors_of_tenant(
+                &collectors,
+                &tenant("acme", &["westeurope"])
+            )),
+            ["eu"]
+        );
+        assert_eq!(
+            names(collectors_of_tenant(
+                &collectors,
+                &tenant("acme", &["eastus", "westeurope"])
+            )),
+            ["eu", "us"]
+        );
+        let mut premium = tenant("acme", &["northeurope"]);
+        premium.metadata.labels = Some([("tier".to_owned(), "premium".to_owned())].into());
+        assert_eq!(
+            names(collectors_of_tenant(&collectors, &premium)),
+            ["eu-premium"]
+        );
+    }
+
+    #[test]
+    fn a_tenant_leaving_a_region_still_requeues_the_collector_that_lists_it() {
+        let mut eu = (*collector("eu", "westeurope", None)).clone();
+        eu.status = Some(crate::api::RegionalCollectorStatus {
+            routed_tenants: vec!["acme".into()],
+            ..Default::default()
+        });
+        let collectors = vec![Arc::new(eu), collector("us", "eastus", None)];
+        assert_eq!(
+            names(collectors_of_tenant(
+                &collectors,
+                &tenant("acme", &["eastus"])
+            )),
+            ["eu", "us"]
+        );
+    }
+
+    #[test]
+    fn other_namespaces_are_never_requeued() {
+        let mut other = (*collector("eu", "westeurope", None)).clone();
+        other.metadata.namespace = Some("elsewhere".into());
+        assert!(
+            collectors_of_tenant(&[Arc::new(other)], &tenant("acme", &["westeurope"])).is_empty()
+        );
+    }
+}

@@ -844,3 +844,46 @@ async fn the_api_server_rejects_invalid_specs_with_readable_messages() {
     );
     ns.delete().await;
 }
+
+#[tokio::test]
+async fn a_burst_of_tenants_causes_few_rollouts() {
+    let Some(env) = setup("burst").await else {
+        return;
+    };
+    env.collector("westeurope", "westeurope").await;
+    env.tenant("first", 100, &["westeurope"], json!({})).await;
+    env.wait_routed("westeurope", &["first"]).await;
+    env.wait_settled("westeurope").await;
+    let generation = env
+        .deployment("westeurope")
+        .await
+        .unwrap()
+        .metadata
+        .generation
+        .unwrap();
+
+    let names: Vec<String> = (0..20).map(|i| format!("burst-{i:02}")).collect();
+    for (i, name) in names.iter().enumerate() {
+        env.tenant(name, i as u32 + 1, &["westeurope"], json!({}))
+            .await;
+    }
+    let mut expected: Vec<&str> = names.iter().map(String::as_str).collect();
+    expected.push("first");
+    env.wait_routed("westeurope", &expected).await;
+    env.wait_settled("westeurope").await;
+    let rollouts = env
+        .deployment("westeurope")
+        .await
+        .unwrap()
+        .metadata
+        .generation
+        .unwrap()
+        - generation;
+    // Each tenant needs its credential and connection string before it can be routed, so a
+    // burst settles in a few renders; without coalescing it would be about one per tenant.
+    assert!(
+        (1..=5).contains(&rollouts),
+        "20 new tenants caused {rollouts} rollouts"
+    );
+    env.teardown().await;
+}

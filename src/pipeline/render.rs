@@ -158,19 +158,16 @@ fn build(plan: &CollectorPlan) -> CollectorConfig {
             .iter()
             .map(|e| tenant_condition(&e.tenant_id))
             .collect();
-        processors.insert(
-            "filter/excluded_tenants".into(),
-            {
-                // Whole resources go: everything of an excluded tenant shares its resource.
-                let by_resource = json!([{ "context": "resource", "conditions": conditions }]);
-                json!({
-                    "error_mode": "ignore",
-                    "trace_conditions": by_resource,
-                    "log_conditions": by_resource,
-                    "metric_conditions": by_resource,
-                })
-            },
-        );
+        processors.insert("filter/excluded_tenants".into(), {
+            // Whole resources go: everything of an excluded tenant shares its resource.
+            let by_resource = json!([{ "context": "resource", "conditions": conditions }]);
+            json!({
+                "error_mode": "ignore",
+                "trace_conditions": by_resource,
+                "log_conditions": by_resource,
+                "metric_conditions": by_resource,
+            })
+        });
     }
     processors.insert(
         "redaction/baseline".into(),
