@@ -9,6 +9,8 @@ include e2e/collector.mk
 
 # Integration tests talk to this plane only, never to the current kube context.
 export TELEMUX_TEST_KUBECONFIG ?= $(PLANE_KUBECONFIG)
+# The collector binary that checks configurations in the integration tests.
+export OTELCOL_BIN
 
 .PHONY: bench-render help build crds fmt-check clippy lint unit integration test run install-crds clean
 
@@ -32,7 +34,7 @@ lint: fmt-check clippy ## Formatting and clippy
 unit: ## Unit, golden and CRD-freshness tests (no cluster)
 	$(CARGO) test --locked --lib --bins --test golden --test crds
 
-integration: ## Integration tests against a running plane (make cluster-up first)
+integration: collector ## Integration tests against a running plane (make cluster-up first)
 	$(CARGO) test --locked --test plane --test operator
 
 test: lint unit collector-validate-golden ## Everything: lint, unit and golden tests, golden configs through the real collector, integration tests on a fresh local plane
@@ -47,9 +49,9 @@ install-crds: cluster-up ## Install the CRDs into the local plane
 	kubectl --kubeconfig '$(PLANE_KUBECONFIG)' apply --server-side --field-manager=telemux -f crds/
 	kubectl --kubeconfig '$(PLANE_KUBECONFIG)' wait --for=condition=Established --timeout=60s -f crds/
 
-run: install-crds ## Start the local plane, install the CRDs and run the operator in the foreground
+run: install-crds collector ## Start the local plane, install the CRDs and run the operator in the foreground (configs checked by the built collector)
 	@echo "KUBECONFIG=$(PLANE_KUBECONFIG)  (stop the plane with: make cluster-down)"
-	KUBECONFIG='$(PLANE_KUBECONFIG)' $(CARGO) run --locked -- run
+	KUBECONFIG='$(PLANE_KUBECONFIG)' $(CARGO) run --locked -- run --collector-binary='$(OTELCOL_BIN)'
 
 bench-render: ## Benchmark planning+rendering a collector config at 10..10,000 tenants
 	$(CARGO) bench --locked --bench render

@@ -10,3 +10,4 @@ pub mod pipeline;
 pub mod resources;
 pub mod run;
 pub mod validation;
+pub mod validator;

@@ -41,6 +41,11 @@ struct RunArgs {
     /// Coalesce collector reconciles triggered within this many milliseconds.
     #[arg(long, env = "TELEMUX_COLLECTOR_DEBOUNCE_MS", default_value_t = 2000)]
     collector_debounce_ms: u64,
+    /// OpenTelemetry Collector binary whose `validate` command checks every new collector
+    /// configuration before it is rolled out (the operator image ships one). Without it,
+    /// configurations are rolled out unchecked and ConfigValid says so.
+    #[arg(long, env = "TELEMUX_COLLECTOR_BINARY")]
+    collector_binary: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -111,6 +116,7 @@ async fn main() -> std::process::ExitCode {
             let scope = args.namespace.map(Scope::Namespace).unwrap_or_default();
             let settings = Settings {
                 collector_debounce: Duration::from_millis(args.collector_debounce_ms),
+                collector_binary: args.collector_binary,
                 ..Settings::default()
             };
             let metrics = std::sync::Arc::new(telemux::metrics::Metrics::default());

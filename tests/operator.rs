@@ -153,6 +153,26 @@ impl Env {
         .await
     }
 
+    /// Waits for a condition with this status and reason; returns its message.
+    async fn wait_reason(
+        &self,
+        kind: &str,
+        name: &str,
+        type_: &str,
+        status: &str,
+        reason: &str,
+    ) -> String {
+        eventually(
+            &format!("{kind} {name} {type_}={status} ({reason})"),
+            WAIT,
+            || async {
+                let (s, r, message) = self.condition(kind, name, type_).await?;
+                (s == status && r == reason).then_some(message)
+            },
+        )
+        .await
+    }
+
     /// Tenant ids the collector's rendered config routes (traces routing table).
     async fn routed_in_config(&self, collector: &str) -> Option<BTreeSet<String>> {
         let cm = self
@@ -202,7 +222,12 @@ impl Env {
     async fn wait_settled(&self, collector: &str) {
         self.wait_condition("collector", collector, "Ready", "True")
             .await;
-        // Settled: two readings 1.5 s apart are identical.
+        self.wait_quiet(collector).await;
+    }
+
+    /// Waits until nothing the collector's reconciles write changes any more: two readings
+    /// 1.5 s apart are identical.
+    async fn wait_quiet(&self, collector: &str) {
         let deadline = tokio::time::Instant::now() + WAIT;
         let mut last = self.resource_versions(collector).await;
         loop {
@@ -885,5 +910,103 @@ async fn a_burst_of_tenants_causes_few_rollouts() {
         (1..=5).contains(&rollouts),
         "20 new tenants caused {rollouts} rollouts"
     );
+    env.teardown().await;
+}
+
+#[tokio::test]
+async fn a_config_the_collector_rejects_is_never_rolled_out() {
+    if support::require_collector_binary().is_none() {
+        return;
+    }
+    let Some(env) = setup("collector-rejects").await else {
+        return;
+    };
+    env.collector("westeurope", "westeurope").await;
+    env.tenant("good", 1, &["westeurope"], json!({})).await;
+    env.wait_routed("westeurope", &["good"]).await;
+    let (reason, _) = env
+        .wait_condition("collector", "westeurope", "ConfigValid", "True")
+        .await;
+    assert_eq!(reason, "Validated");
+
+    // Rust's regex accepts \p{Emoji}; the collector's RE2 does not. Only that tenant is left out.
+    env.tenant(
+        "emoji",
+        2,
+        &["westeurope"],
+        json!({ "redaction": { "blockedValues": ["\\p{Emoji}"] } }),
+    )
+    .await;
+    env.tenant("other", 3, &["westeurope"], json!({})).await;
+    let message = env
+        .wait_reason("tenant", "emoji", "Routed", "False", "ConfigRejected")
+        .await;
+    assert!(message.contains("error parsing regexp"), "{message}");
+    env.wait_routed("westeurope", &["good", "other"]).await;
+    env.wait_condition("tenant", "other", "Ready", "True").await;
+    eventually("ConfigValid to name the tenant left out", WAIT, || async {
+        let (status, reason, message) = env
+            .condition("collector", "westeurope", "ConfigValid")
+            .await?;
+        (status == "True" && reason == "Validated" && message.contains("emoji")).then_some(())
+    })
+    .await;
+    env.wait_settled("westeurope").await;
+    let live_hash = |d: Deployment| {
+        d.spec
+            .unwrap()
+            .template
+            .metadata
+            .unwrap()
+            .annotations
+            .unwrap()["telemux.io/config-hash"]
+            .clone()
+    };
+    let before = live_hash(env.deployment("westeurope").await.unwrap());
+    let config_before = env
+        .ns
+        .api::<ConfigMap>()
+        .get("westeurope-collector-config")
+        .await
+        .unwrap()
+        .data;
+
+    // A baseline the collector rejects blames no tenant: nothing is rolled out at all.
+    let patch = json!({ "spec": { "redaction": { "blockedValues": ["\\p{Emoji}"] } } });
+    env.ns
+        .api::<RegionalCollector>()
+        .patch("westeurope", &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .unwrap();
+    let message = env
+        .wait_reason(
+            "collector",
+            "westeurope",
+            "ConfigValid",
+            "False",
+            "ConfigRejected",
+        )
+        .await;
+    assert!(message.contains("error parsing regexp"), "{message}");
+    env.wait_quiet("westeurope").await;
+    assert_eq!(
+        live_hash(env.deployment("westeurope").await.unwrap()),
+        before,
+        "the last good config stays live"
+    );
+    assert_eq!(
+        env.ns
+            .api::<ConfigMap>()
+            .get("westeurope-collector-config")
+            .await
+            .unwrap()
+            .data,
+        config_before
+    );
+    let (reason, _) = env
+        .wait_condition("collector", "westeurope", "Ready", "False")
+        .await;
+    assert_eq!(reason, "ConfigRejected");
+    env.wait_condition("tenant", "good", "Ready", "True").await;
     env.teardown().await;
 }

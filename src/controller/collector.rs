@@ -17,12 +17,16 @@ use super::{
 use crate::api::condition_types::{AVAILABLE, CONFIG_VALID};
 use crate::api::{RegionalCollector, RegionalCollectorStatus};
 use crate::credentials::{is_bcrypt_hash, issue_credential, verify_password};
-use crate::pipeline::{CollectorSources, TenantSource, plan_collector, render_collector_config};
+use crate::pipeline::{
+    CollectorPlan, CollectorSources, RenderedConfig, TenantSource, Vetoes, plan_collector,
+    plan_collector_with_vetoes, render_collector_config,
+};
 use crate::resources::collector as desired;
 use crate::resources::tenant::{
     BCRYPT_KEY, CONNECTION_STRING_KEY, PASSWORD_KEY, connection_string_secret_name,
     credentials_secret_name,
 };
+use crate::validator::Verdict;
 
 pub mod reason {
     pub const READY: &str = "Ready";
@@ -31,6 +35,9 @@ pub mod reason {
     pub const ROLLING_OUT: &str = "RollingOut";
     pub const SCALED_TO_ZERO: &str = "ScaledToZero";
     pub const CONFIG_TOO_LARGE: &str = "ConfigTooLarge";
+    pub const CONFIG_REJECTED: &str = "ConfigRejected";
+    pub const VALIDATED: &str = "Validated";
+    pub const VALIDATOR_UNAVAILABLE: &str = "ValidatorUnavailable";
 }
 
 /// ConfigMaps and Secrets hold at most 1 MiB of data; leave room for metadata.
@@ -53,6 +60,162 @@ fn oversize(
         ))
     } else {
         None
+    }
+}
+
+/// The outcome of planning, rendering and checking a configuration.
+enum Checked {
+    Ready {
+        plan: Box<CollectorPlan>,
+        rendered: RenderedConfig,
+        condition: Decided,
+    },
+    Refused {
+        reason: &'static str,
+        message: String,
+    },
+}
+
+/// Plans and renders the collector's configuration and has it checked. When the collector
+/// rejects it, tenants whose own additions it rejects are left out (and told), so one tenant
+/// cannot stop a region.
+async fn checked_plan(ctx: &Context, sources: &CollectorSources) -> Result<Checked> {
+    let plan = match plan_collector(sources) {
+        Ok(plan) => plan,
+        Err(problem) => {
+            return Ok(Checked::Refused {
+                reason: problem.reason,
+                message: problem.message,
+            });
+        }
+    };
+    let rendered = render_collector_config(&plan)?;
+    if let Some(problem) = oversize(&rendered.yaml, &plan.secret_files) {
+        return Ok(Checked::Refused {
+            reason: reason::CONFIG_TOO_LARGE,
+            message: problem,
+        });
+    }
+    let Some(validator) = ctx.validator.as_deref() else {
+        let condition = Decided::new(
+            CONFIG_VALID,
+            Status::Unknown,
+            reason::NOT_VALIDATED,
+            "rendered, but not checked: no collector binary is configured (--collector-binary)",
+        );
+        return Ok(Checked::Ready {
+            plan: Box::new(plan),
+            rendered,
+            condition,
+        });
+    };
+    let error = match ctx.verdict(validator, &plan, &rendered.hash).await {
+        Verdict::Valid => {
+            let condition = Decided::new(
+                CONFIG_VALID,
+                Status::True,
+                reason::VALIDATED,
+                format!("accepted by {}", validator.describe()),
+            );
+            return Ok(Checked::Ready {
+                plan: Box::new(plan),
+                rendered,
+                condition,
+            });
+        }
+        Verdict::Unchecked(why) => {
+            let condition = Decided::new(
+                CONFIG_VALID,
+                Status::Unknown,
+                reason::VALIDATOR_UNAVAILABLE,
+                why,
+            );
+            return Ok(Checked::Ready {
+                plan: Box::new(plan),
+                rendered,
+                condition,
+            });
+        }
+        Verdict::Rejected(error) => error,
+    };
+
+    // Blame a tenant only when the collector accepts the configuration without its additions.
+    let alone = |tenants: Vec<TenantSource>| CollectorSources {
+        spec: sources.spec.clone(),
+        platform_password_hash: sources.platform_password_hash.clone(),
+        platform_connection_string: sources.platform_connection_string.clone(),
+        blob_connection_string: sources.blob_connection_string.clone(),
+        tenants,
+    };
+    let refused = |message: String| {
+        Ok(Checked::Refused {
+            reason: reason::CONFIG_REJECTED,
+            message,
+        })
+    };
+    let baseline = plan_collector(&alone(Vec::new())).map_err(|_| ());
+    if !matches!(baseline, Ok(ref p) if validator.validate(p).await == Verdict::Valid) {
+        return refused(error);
+    }
+    let mut vetoes = Vetoes::new();
+    for routed in plan.routed.iter().filter(|t| {
+        !t.blocked_values.is_empty()
+            || !t.blocked_key_patterns.is_empty()
+            || t.sampling_percentage.is_some()
+    }) {
+        let Some(source) = sources
+            .tenants
+            .iter()
+            .find(|s| s.spec.tenant_id == routed.tenant_id)
+        else {
+            continue;
+        };
+        let Ok(single) = plan_collector(&alone(vec![source.clone()])) else {
+            continue;
+        };
+        if let Verdict::Rejected(own_error) = validator.validate(&single).await {
+            vetoes.insert(
+                source.name.clone(),
+                (
+                    reason::CONFIG_REJECTED.to_owned(),
+                    format!("the collector rejects this tenant's configuration: {own_error}"),
+                ),
+            );
+        }
+    }
+    if vetoes.is_empty() {
+        return refused(error);
+    }
+    let plan = match plan_collector_with_vetoes(sources, &vetoes) {
+        Ok(plan) => plan,
+        Err(problem) => {
+            return Ok(Checked::Refused {
+                reason: problem.reason,
+                message: problem.message,
+            });
+        }
+    };
+    let rendered = render_collector_config(&plan)?;
+    match ctx.verdict(validator, &plan, &rendered.hash).await {
+        Verdict::Valid => {
+            let left_out: Vec<&str> = vetoes.keys().map(String::as_str).collect();
+            let condition = Decided::new(
+                CONFIG_VALID,
+                Status::True,
+                reason::VALIDATED,
+                format!(
+                    "accepted by {} after leaving out tenant(s) it rejects: {}",
+                    validator.describe(),
+                    left_out.join(", ")
+                ),
+            );
+            Ok(Checked::Ready {
+                plan: Box::new(plan),
+                rendered,
+                condition,
+            })
+        }
+        Verdict::Rejected(error) | Verdict::Unchecked(error) => refused(error),
     }
 }
 
@@ -99,30 +262,16 @@ async fn reconcile_inner(collector: Arc<RegionalCollector>, ctx: Arc<Context>) -
         return Ok(Action::await_change());
     }
     let sources = gather_sources(&collector, &ctx, &namespace).await?;
-    let plan = match plan_collector(&sources) {
-        Ok(plan) => plan,
-        Err(problem) => {
-            return refuse_rollout(
-                &collector,
-                &ctx,
-                &namespace,
-                problem.reason,
-                problem.message,
-            )
-            .await;
+    let (plan, rendered, config_valid) = match checked_plan(&ctx, &sources).await? {
+        Checked::Refused { reason, message } => {
+            return refuse_rollout(&collector, &ctx, &namespace, reason, message).await;
         }
+        Checked::Ready {
+            plan,
+            rendered,
+            condition,
+        } => (*plan, rendered, condition),
     };
-    let rendered = render_collector_config(&plan)?;
-    if let Some(problem) = oversize(&rendered.yaml, &plan.secret_files) {
-        return refuse_rollout(
-            &collector,
-            &ctx,
-            &namespace,
-            reason::CONFIG_TOO_LARGE,
-            problem,
-        )
-        .await;
-    }
 
     // Config and secrets first, so pods never start on a config whose files are missing.
     apply(
@@ -180,12 +329,7 @@ async fn reconcile_inner(collector: Arc<RegionalCollector>, ctx: Arc<Context>) -
         rejected_tenants: plan.rejected,
     };
     let decided = vec![
-        Decided::new(
-            CONFIG_VALID,
-            Status::Unknown,
-            reason::NOT_VALIDATED,
-            "rendered, but not checked by a collector binary (none configured)",
-        ),
+        config_valid,
         available_condition(&collector, Some(&deployment)),
     ];
     finish(&collector, &ctx, decided, status).await?;

@@ -58,6 +58,10 @@ pub struct Context {
     pub managed_secrets: Store<Secret>,
     pub settings: Settings,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Checks configurations before rollout, when a collector binary is configured.
+    pub validator: Option<Arc<dyn crate::validator::ConfigValidator>>,
+    /// Verdicts by config hash: a configuration is checked once, not at every reconcile.
+    pub verdicts: std::sync::Mutex<std::collections::HashMap<String, crate::validator::Verdict>>,
     /// Config hash each collector was last rolled out with by this process, so a rollout is
     /// announced once even when the status cache lags behind.
     pub rolled_out: std::sync::Mutex<std::collections::HashMap<String, String>>,
@@ -71,6 +75,8 @@ pub struct Settings {
     pub collector_debounce: Duration,
     /// How often objects are re-checked even when nothing changed (drift, lost events).
     pub resync: Duration,
+    /// Collector binary whose `validate` checks every new configuration before rollout.
+    pub collector_binary: Option<std::path::PathBuf>,
 }
 
 impl Default for Settings {
@@ -78,6 +84,7 @@ impl Default for Settings {
         Settings {
             collector_debounce: Duration::from_secs(2),
             resync: Duration::from_secs(300),
+            collector_binary: None,
         }
     }
 }
@@ -89,6 +96,12 @@ impl Context {
         settings: Settings,
         metrics: Arc<crate::metrics::Metrics>,
     ) -> Arc<Self> {
+        let settings_validator = settings.collector_binary.clone().map(|path| {
+            Arc::new(crate::validator::CollectorBinary {
+                path,
+                timeout: Duration::from_secs(30),
+            }) as Arc<dyn crate::validator::ConfigValidator>
+        });
         let reporter = Reporter {
             controller: "telemux".into(),
             instance: std::env::var("POD_NAME").ok(),
@@ -102,6 +115,8 @@ impl Context {
             settings,
             metrics,
             rolled_out: Default::default(),
+            validator: settings_validator,
+            verdicts: Default::default(),
         })
     }
 
@@ -123,6 +138,33 @@ impl Context {
         if let Err(error) = self.recorder.publish(&event, &object.object_ref(&())).await {
             tracing::warn!(%error, reason, "could not publish event");
         }
+    }
+
+    /// The verdict on a configuration, checked once per config hash.
+    pub async fn verdict(
+        &self,
+        validator: &dyn crate::validator::ConfigValidator,
+        plan: &crate::pipeline::CollectorPlan,
+        config_hash: &str,
+    ) -> crate::validator::Verdict {
+        let cached = self
+            .verdicts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(config_hash)
+            .cloned();
+        if let Some(verdict) = cached {
+            return verdict;
+        }
+        let verdict = validator.validate(plan).await;
+        if !matches!(verdict, crate::validator::Verdict::Unchecked(_)) {
+            let mut verdicts = self.verdicts.lock().unwrap_or_else(|p| p.into_inner());
+            if verdicts.len() > 1024 {
+                verdicts.clear(); // a bound, not an LRU: verdicts are cheap to recompute
+            }
+            verdicts.insert(config_hash.to_owned(), verdict.clone());
+        }
+        verdict
     }
 
     /// Records that `key` now runs `hash`; true when that is news.

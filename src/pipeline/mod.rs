@@ -6,7 +6,10 @@
 pub mod plan;
 pub mod render;
 
-pub use plan::{CollectorPlan, CollectorSources, TenantSource, plan_collector};
+pub use plan::{
+    CollectorPlan, CollectorSources, TenantSource, Vetoes, plan_collector,
+    plan_collector_with_vetoes,
+};
 pub use render::{RenderedConfig, render_collector_config};
 
 /// Where the collector's Secret is mounted in its pods.

@@ -113,9 +113,20 @@ pub struct CollectorPlan {
     pub secret_files: BTreeMap<String, String>,
 }
 
+/// A tenant the caller has already decided to leave out (by TelemetryTenant name), with why.
+pub type Vetoes = BTreeMap<String, (String, String)>;
+
 /// Plans a collector. Fails only for problems of the collector itself; tenant problems become
 /// rejections.
 pub fn plan_collector(sources: &CollectorSources) -> Result<CollectorPlan, CollectorPlanError> {
+    plan_collector_with_vetoes(sources, &Vetoes::new())
+}
+
+/// Plans a collector, leaving out the vetoed tenants with the given reason and message.
+pub fn plan_collector_with_vetoes(
+    sources: &CollectorSources,
+    vetoes: &Vetoes,
+) -> Result<CollectorPlan, CollectorPlanError> {
     let spec = &sources.spec;
     crate::validation::validate_collector_spec(spec).map_err(|e| CollectorPlanError {
         reason: "InvalidSpec",
@@ -213,6 +224,10 @@ pub fn plan_collector(sources: &CollectorSources) -> Result<CollectorPlan, Colle
             reason: reason.to_owned(),
             message,
         };
+        if let Some((reason, message)) = vetoes.get(&tenant.name) {
+            rejected.push(reject(reason, message.clone()));
+            continue;
+        }
         if let Err(e) = validate_tenant_spec(&tenant.spec) {
             rejected.push(reject(rejection::INVALID_SPEC, e.message));
             continue;

@@ -86,7 +86,16 @@ struct Service {
 /// Renders the collector configuration for a plan. Deterministic: tenants are sorted by the
 /// plan, maps are ordered by key.
 pub fn render_collector_config(plan: &CollectorPlan) -> Result<RenderedConfig, RenderError> {
-    let config = build(plan);
+    render_with_secrets_dir(plan, SECRETS_DIR)
+}
+
+/// Renders with the Secret's files under `secrets_dir` instead of where pods mount them, so the
+/// same config can be checked by a collector binary outside a pod.
+pub fn render_with_secrets_dir(
+    plan: &CollectorPlan,
+    secrets_dir: &str,
+) -> Result<RenderedConfig, RenderError> {
+    let config = build(plan, secrets_dir);
     let yaml = serde_saphyr::to_string(&config).map_err(|e| RenderError(e.to_string()))?;
     let hash = hex_sha256(yaml.as_bytes());
     Ok(RenderedConfig { yaml, hash })
@@ -99,7 +108,8 @@ pub(crate) fn hex_sha256(bytes: &[u8]) -> String {
         .collect()
 }
 
-fn build(plan: &CollectorPlan) -> CollectorConfig {
+fn build(plan: &CollectorPlan, secrets_dir: &str) -> CollectorConfig {
+    let secret_file = |name: &str| format!("${{file:{secrets_dir}/{name}}}");
     let mut extensions = Map::new();
     let mut receivers = Map::new();
     let mut processors = Map::new();
@@ -109,7 +119,7 @@ fn build(plan: &CollectorPlan) -> CollectorConfig {
 
     extensions.insert(
         "basicauth/ingest".into(),
-        json!({ "htpasswd": { "file": format!("{SECRETS_DIR}/{HTPASSWD_FILE}") } }),
+        json!({ "htpasswd": { "file": format!("{secrets_dir}/{HTPASSWD_FILE}") } }),
     );
     extensions.insert(
         "health_check".into(),
@@ -201,7 +211,7 @@ fn build(plan: &CollectorPlan) -> CollectorConfig {
         exporters.insert(
             "azure_monitor/platform".into(),
             azure_monitor(
-                PLATFORM_CONNECTION_STRING_FILE,
+                secret_file(PLATFORM_CONNECTION_STRING_FILE),
                 crate::api::tenant::Tier::Premium.queue_size(),
             ),
         );
@@ -229,7 +239,10 @@ fn build(plan: &CollectorPlan) -> CollectorConfig {
         }
         exporters.insert(
             format!("azure_monitor/tenant_{id}"),
-            azure_monitor(&tenant_connection_string_file(id), tenant.tier.queue_size()),
+            azure_monitor(
+                secret_file(&tenant_connection_string_file(id)),
+                tenant.tier.queue_size(),
+            ),
         );
     }
 
@@ -335,18 +348,14 @@ fn build(plan: &CollectorPlan) -> CollectorConfig {
     }
 }
 
-fn secret_file(name: &str) -> String {
-    format!("${{file:{SECRETS_DIR}/{name}}}")
-}
-
 fn tenant_condition(tenant_id: &str) -> String {
     // tenant ids are DNS labels: nothing in them needs quoting in OTTL.
     format!(r#"resource.attributes["tenant.id"] == "{tenant_id}""#)
 }
 
-fn azure_monitor(connection_string_file: &str, queue_size: u32) -> Value {
+fn azure_monitor(connection_string: String, queue_size: u32) -> Value {
     json!({
-        "connection_string": secret_file(connection_string_file),
+        "connection_string": connection_string,
         "spaneventsenabled": true,
         "sending_queue": { "enabled": true, "queue_size": queue_size },
     })

@@ -179,6 +179,7 @@ impl Operator {
         let (stop, stopped) = oneshot::channel::<()>();
         let settings = telemux::controller::Settings {
             collector_debounce: Duration::from_millis(500),
+            collector_binary: collector_binary(),
             ..Default::default()
         };
         let task = tokio::spawn(telemux::run::run(
@@ -203,4 +204,24 @@ impl Operator {
         }
         let _ = tokio::time::timeout(Duration::from_secs(10), &mut self.task).await;
     }
+}
+
+/// The collector binary the Makefile builds (`OTELCOL_BIN`), when present.
+pub fn collector_binary() -> Option<std::path::PathBuf> {
+    std::env::var_os("OTELCOL_BIN")
+        .map(std::path::PathBuf::from)
+        .filter(|p| p.exists())
+}
+
+/// The collector binary, or `None` (test skipped) outside CI; under CI its absence fails.
+pub fn require_collector_binary() -> Option<std::path::PathBuf> {
+    let binary = collector_binary();
+    if binary.is_none() {
+        let why = "OTELCOL_BIN does not name the collector binary; build it with `make collector`";
+        if std::env::var_os("CI").is_some() {
+            panic!("the collector binary is required under CI: {why}");
+        }
+        eprintln!("SKIPPED (no collector binary): {why}");
+    }
+    binary
 }
