@@ -1,0 +1,165 @@
+//! The real collector as a local process, running exactly the ConfigMap and Secret the operator
+//! wrote. Two adaptations stand in for what a pod gets from Kubernetes: the Secret's files are
+//! written to a temporary directory (the volume mount), and a second config file moves every
+//! listener to a free loopback port (a pod has its own network namespace, a process does not).
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+/// Where the operator mounts the collector's Secret in its pods.
+const SECRETS_MOUNT: &str = "/etc/telemux/secrets";
+
+pub struct LocalCollector {
+    pub otlp_http: String,
+    pub otlp_grpc: String,
+    metrics_url: String,
+    log: PathBuf,
+    child: tokio::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
+impl LocalCollector {
+    /// Starts `binary` with the rendered `config` and the Secret's `files`, and waits until its
+    /// health check answers.
+    pub async fn start(binary: &Path, config: &str, files: &BTreeMap<String, Vec<u8>>) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("telemux-collector-")
+            .tempdir()
+            .expect("a temporary directory");
+        let secrets = dir.path().join("secrets");
+        std::fs::create_dir(&secrets).unwrap();
+        for (name, content) in files {
+            std::fs::write(secrets.join(name), content).unwrap();
+        }
+        let config = config.replace(SECRETS_MOUNT, &secrets.to_string_lossy());
+        std::fs::write(dir.path().join("config.yaml"), config).unwrap();
+
+        let (grpc, http, health, metrics) = (free_port(), free_port(), free_port(), free_port());
+        let loopback = format!(
+            "receivers:\n  otlp:\n    protocols:\n      grpc:\n        endpoint: 127.0.0.1:{grpc}\n      http:\n        endpoint: 127.0.0.1:{http}\n\
+             extensions:\n  health_check:\n    endpoint: 127.0.0.1:{health}\n\
+             service:\n  telemetry:\n    metrics:\n      readers:\n        - pull:\n            exporter:\n              prometheus:\n                host: 127.0.0.1\n                port: {metrics}\n"
+        );
+        std::fs::write(dir.path().join("loopback.yaml"), loopback).unwrap();
+
+        let log = dir.path().join("collector.log");
+        let out = std::fs::File::create(&log).unwrap();
+        let child = tokio::process::Command::new(binary)
+            .arg(format!(
+                "--config=file:{}",
+                dir.path().join("config.yaml").display()
+            ))
+            .arg(format!(
+                "--config=file:{}",
+                dir.path().join("loopback.yaml").display()
+            ))
+            .env_remove("APPLICATIONINSIGHTS_CONNECTION_STRING")
+            .stdout(Stdio::from(out.try_clone().unwrap()))
+            .stderr(Stdio::from(out))
+            .kill_on_drop(true)
+            .spawn()
+            .expect("starting the collector");
+        let mut collector = LocalCollector {
+            otlp_http: format!("http://127.0.0.1:{http}"),
+            otlp_grpc: format!("127.0.0.1:{grpc}"),
+            metrics_url: format!("http://127.0.0.1:{metrics}/metrics"),
+            log,
+            child,
+            _dir: dir,
+        };
+        let health = format!("http://127.0.0.1:{health}/");
+        let client = reqwest::Client::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(status)) = collector.child.try_wait() {
+                panic!("the collector exited ({status}):\n{}", collector.log_text());
+            }
+            let healthy = client
+                .get(&health)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if healthy {
+                break;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!(
+                    "the collector never became healthy:\n{}",
+                    collector.log_text()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        collector
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The collector's own metrics (Prometheus text).
+    pub async fn metrics(&self) -> String {
+        reqwest::get(&self.metrics_url)
+            .await
+            .expect("scraping the collector's metrics")
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// Sum of every sample of `metric` whose labels contain all of `labels` (`key="value"`).
+    pub async fn metric_sum(&self, metric: &str, labels: &[&str]) -> f64 {
+        self.metrics()
+            .await
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter(|l| {
+                l.strip_prefix(metric)
+                    .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+            })
+            .filter(|l| labels.iter().all(|label| l.contains(label)))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// Waits (up to 30 s) until [`Self::metric_sum`] reaches `at_least`; panics otherwise.
+    pub async fn wait_metric_at_least(&self, metric: &str, labels: &[&str], at_least: f64) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let sum = self.metric_sum(metric, labels).await;
+            if sum >= at_least {
+                return;
+            }
+            if tokio::time::Instant::now() > deadline {
+                let family = metric.trim_end_matches("_total");
+                let samples: Vec<String> = self
+                    .metrics()
+                    .await
+                    .lines()
+                    .filter(|l| l.contains(family))
+                    .map(str::to_owned)
+                    .collect();
+                panic!(
+                    "collector metric {metric}{labels:?} is {sum}, expected >= {at_least}; samples:\n{}",
+                    samples.join("\n")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    pub async fn stop(mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+    }
+}

@@ -1,0 +1,7 @@
+//! What telemux's tests and benchmarks run against. Only the Azure cloud is emulated
+//! (`ingestion`); everything else is real: Azurite (`azurite` starts it and talks to it) and
+//! the OpenTelemetry Collector (`collector` runs it as a local process).
+
+pub mod azurite;
+pub mod collector;
+pub mod ingestion;
