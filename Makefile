@@ -6,13 +6,14 @@ SHELL := bash
 CARGO ?= cargo
 include e2e/plane.mk
 include e2e/collector.mk
+include e2e/dataplane.mk
 
 # Integration tests talk to this plane only, never to the current kube context.
 export TELEMUX_TEST_KUBECONFIG ?= $(PLANE_KUBECONFIG)
-# The collector binary that checks configurations in the integration tests.
-export OTELCOL_BIN
+# The real components the integration and data-plane tests run.
+export OTELCOL_BIN AZURITE_BIN TELEMETRYGEN_BIN
 
-.PHONY: bench-render help build crds fmt-check clippy lint unit integration test run install-crds clean
+.PHONY: bench-render bench-throughput help build crds fmt-check clippy lint unit integration e2e test run install-crds clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
@@ -27,18 +28,24 @@ fmt-check:
 	$(CARGO) fmt --all -- --check
 
 clippy:
-	$(CARGO) clippy --locked --all-targets -- -D warnings
+	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
 
 lint: fmt-check clippy ## Formatting and clippy
 
-unit: ## Unit, golden and CRD-freshness tests (no cluster)
-	$(CARGO) test --locked --lib --bins --test golden --test crds
+unit: ## Unit, golden and CRD-freshness tests, the ingestion emulator's tests (no cluster)
+	$(CARGO) test --locked -p telemux --lib --bins --test golden --test crds
+	$(CARGO) test --locked -p telemux-testkit --lib --bins --test ingestion
 
-integration: collector ## Integration tests against a running plane (make cluster-up first)
-	$(CARGO) test --locked --test plane --test operator
+integration: collector azurite ## Integration and data-plane tests against a running plane (make cluster-up first)
+	$(CARGO) test --locked -p telemux-testkit --test azurite
+	$(CARGO) test --locked -p telemux --test plane --test operator --test dataplane
+
+e2e: collector azurite cluster-up ## Data-plane tests: the real collector runs what the operator rendered (starts the plane if needed)
+	$(CARGO) test --locked -p telemux --test dataplane
+	@echo "the plane is still up: make cluster-down"
 
 test: lint unit collector-validate-golden ## Everything: lint, unit and golden tests, golden configs through the real collector, integration tests on a fresh local plane
-	$(CARGO) test --locked --no-run --test plane --test operator
+	$(CARGO) test --locked --no-run -p telemux --test plane --test operator --test dataplane
 	$(MAKE) --no-print-directory cluster-up
 	status=0; $(MAKE) --no-print-directory integration || status=$$?; \
 	$(MAKE) --no-print-directory cluster-down || status=1; \
@@ -55,6 +62,9 @@ run: install-crds collector ## Start the local plane, install the CRDs and run t
 
 bench-render: ## Benchmark planning+rendering a collector config at 10..10,000 tenants
 	$(CARGO) bench --locked --bench render
+
+bench-throughput: collector telemetrygen ## Benchmark spans/s through the real collector at 1, 100 and 1,000 tenants
+	$(CARGO) bench --locked --bench throughput
 
 clean: cluster-down
 	$(CARGO) clean

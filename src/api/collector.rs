@@ -213,7 +213,9 @@ impl Default for BlobContainers {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PlatformSpec {
-    /// The platform's own Application Insights: every platform item is also delivered here.
+    /// The platform's own Application Insights: platform items that name no tenant (its own
+    /// telemetry) go here, and, with `unknownTenant: Platform`, those naming a tenant this
+    /// collector does not serve. Items naming a served tenant go to that tenant only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub application_insights: Option<super::tenant::ExistingApplicationInsights>,
 }

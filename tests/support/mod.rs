@@ -3,6 +3,8 @@
 
 #![allow(dead_code)] // each test binary uses a different part
 
+pub mod otlp;
+
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
