@@ -33,7 +33,7 @@ clippy:
 lint: fmt-check clippy ## Formatting and clippy
 
 unit: ## Unit, golden and CRD-freshness tests, the ingestion emulator's tests (no cluster)
-	$(CARGO) test --locked -p telemux --lib --bins --test golden --test crds
+	$(CARGO) test --locked -p telemux --lib --bins --test golden --test crds --test versions
 	$(CARGO) test --locked -p telemux-testkit --lib --bins --test ingestion
 
 integration: collector azurite ## Integration and data-plane tests against a running plane (make cluster-up first)
