@@ -2,6 +2,7 @@
 //! redacted, region-bound telemetry pipeline into its own Azure Application Insights.
 
 pub mod api;
+pub mod azure;
 pub mod connection_string;
 pub mod controller;
 pub mod credentials;

@@ -1,7 +1,9 @@
 //! What telemux's tests and benchmarks run against. Only the Azure cloud is emulated
-//! (`ingestion`); everything else is real: Azurite (`azurite` starts it and talks to it) and
+//! (`ingestion`, `arm`, `entra`); everything else is real: Azurite (`azurite` starts it and talks to it) and
 //! the OpenTelemetry Collector (`collector` runs it as a local process).
 
+pub mod arm;
 pub mod azurite;
 pub mod collector;
+pub mod entra;
 pub mod ingestion;
