@@ -46,6 +46,98 @@ struct RunArgs {
     /// configurations are rolled out unchecked and ConfigValid says so.
     #[arg(long, env = "TELEMUX_COLLECTOR_BINARY")]
     collector_binary: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    azure: AzureArgs,
+}
+
+/// How telemux reaches Azure Resource Manager to provision tenants' Application Insights.
+#[derive(clap::Args)]
+struct AzureArgs {
+    /// Which identity to use. `auto`: workload identity when its webhook's variables are set,
+    /// else none (tenants with `provision` then report AuthenticationFailed).
+    #[arg(long, env = "TELEMUX_AZURE_CREDENTIAL", value_enum, default_value_t = AzureCredentialKind::Auto)]
+    azure_credential: AzureCredentialKind,
+    /// Resource Manager endpoint (sovereign clouds).
+    #[arg(
+        long,
+        env = "TELEMUX_AZURE_ARM_ENDPOINT",
+        default_value = "https://management.azure.com"
+    )]
+    azure_arm_endpoint: String,
+    /// Entra ID authority host (sovereign clouds).
+    #[arg(
+        long,
+        env = "AZURE_AUTHORITY_HOST",
+        default_value = "https://login.microsoftonline.com"
+    )]
+    azure_authority_host: String,
+    /// Entra tenant of the app registration (client-secret).
+    #[arg(long, env = "AZURE_TENANT_ID")]
+    azure_tenant_id: Option<String>,
+    /// App registration / user-assigned identity client id.
+    #[arg(long, env = "AZURE_CLIENT_ID")]
+    azure_client_id: Option<String>,
+    /// File holding the app registration's client secret (a mounted Secret).
+    #[arg(long, env = "TELEMUX_AZURE_CLIENT_SECRET_FILE")]
+    azure_client_secret_file: Option<std::path::PathBuf>,
+    /// Instance metadata endpoint for managed identity.
+    #[arg(
+        long,
+        env = "TELEMUX_AZURE_IMDS_ENDPOINT",
+        default_value = "http://169.254.169.254"
+    )]
+    azure_imds_endpoint: String,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum AzureCredentialKind {
+    Auto,
+    None,
+    WorkloadIdentity,
+    ClientSecret,
+    ManagedIdentity,
+}
+
+/// The ARM client from the flags; `Ok(None)` when no Azure identity is configured.
+fn azure_components(
+    args: &AzureArgs,
+) -> Result<Option<telemux::controller::provision::AzureComponents>, String> {
+    use telemux::azure::{AzureSettings, CredentialSource, Secret, build_components_client};
+    let workload_identity_env = std::env::var_os("AZURE_FEDERATED_TOKEN_FILE").is_some();
+    let source = match args.azure_credential {
+        AzureCredentialKind::None => return Ok(None),
+        AzureCredentialKind::Auto if !workload_identity_env => return Ok(None),
+        AzureCredentialKind::Auto | AzureCredentialKind::WorkloadIdentity => {
+            CredentialSource::workload_identity_from_env().map_err(|e| e.to_string())?
+        }
+        AzureCredentialKind::ClientSecret => {
+            let need = |v: &Option<String>, name: &str| {
+                v.clone()
+                    .ok_or(format!("--azure-credential client-secret needs {name}"))
+            };
+            let file = args
+                .azure_client_secret_file
+                .as_ref()
+                .ok_or("--azure-credential client-secret needs --azure-client-secret-file")?;
+            let secret = std::fs::read_to_string(file)
+                .map_err(|e| format!("reading {}: {e}", file.display()))?;
+            CredentialSource::ClientSecret {
+                tenant_id: need(&args.azure_tenant_id, "--azure-tenant-id")?,
+                client_id: need(&args.azure_client_id, "--azure-client-id")?,
+                client_secret: Secret::new(secret.trim().to_owned()),
+            }
+        }
+        AzureCredentialKind::ManagedIdentity => CredentialSource::ManagedIdentity {
+            endpoint: args.azure_imds_endpoint.clone(),
+            client_id: args.azure_client_id.clone(),
+        },
+    };
+    let mut settings = AzureSettings::new(source);
+    settings.arm_endpoint = args.azure_arm_endpoint.clone();
+    settings.authority_host = args.azure_authority_host.clone();
+    build_components_client(&settings)
+        .map(|client| Some(telemux::controller::provision::AzureComponents(client)))
+        .map_err(|e| e.to_string())
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -113,10 +205,23 @@ async fn main() -> std::process::ExitCode {
                     return std::process::ExitCode::FAILURE;
                 }
             };
+            let azure = match azure_components(&args.azure) {
+                Ok(azure) => azure,
+                Err(error) => {
+                    tracing::error!(%error, "invalid Azure configuration");
+                    return std::process::ExitCode::FAILURE;
+                }
+            };
+            if azure.is_none() {
+                tracing::info!(
+                    "no Azure identity configured: applicationInsights.provision is unavailable"
+                );
+            }
             let scope = args.namespace.map(Scope::Namespace).unwrap_or_default();
             let settings = Settings {
                 collector_debounce: Duration::from_millis(args.collector_debounce_ms),
                 collector_binary: args.collector_binary,
+                azure,
                 ..Settings::default()
             };
             let metrics = std::sync::Arc::new(telemux::metrics::Metrics::default());

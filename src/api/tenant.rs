@@ -161,6 +161,9 @@ pub struct ProvisionSpec {
     /// Disable instrumentation-key (local) authentication for ingestion.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disable_local_auth: Option<bool>,
+    /// Where the component stores its data; Azure's default is `LogAnalytics`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingestion_mode: Option<IngestionMode>,
     /// What happens to the component when the TelemetryTenant is deleted.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
@@ -172,6 +175,26 @@ fn retention_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         "format": "int32",
         "enum": [30, 60, 90, 120, 180, 270, 365, 550, 730]
     })
+}
+
+/// Where an Application Insights component stores its data.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum IngestionMode {
+    ApplicationInsights,
+    ApplicationInsightsWithDiagnosticSettings,
+    LogAnalytics,
+}
+
+impl IngestionMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IngestionMode::ApplicationInsights => "ApplicationInsights",
+            IngestionMode::ApplicationInsightsWithDiagnosticSettings => {
+                "ApplicationInsightsWithDiagnosticSettings"
+            }
+            IngestionMode::LogAnalytics => "LogAnalytics",
+        }
+    }
 }
 
 /// What to do with a provisioned component when its tenant is deleted.

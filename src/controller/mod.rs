@@ -2,6 +2,7 @@
 
 pub mod collector;
 pub mod conditions;
+pub mod provision;
 pub mod tenant;
 
 use std::sync::Arc;
@@ -31,6 +32,10 @@ pub enum Error {
     MissingField(&'static str),
     #[error("could not serialize {0}: {1}")]
     Serialize(&'static str, serde_json::Error),
+    #[error("Azure: {0}")]
+    Azure(#[from] crate::azure::AzureError),
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
 }
 
 impl Error {
@@ -42,6 +47,8 @@ impl Error {
             Error::Render(_) => "render",
             Error::MissingField(_) => "missing_field",
             Error::Serialize(..) => "serialize",
+            Error::Azure(_) => "azure",
+            Error::Finalizer(_) => "finalizer",
         }
     }
 }
@@ -65,6 +72,10 @@ pub struct Context {
     /// Config hash each collector was last rolled out with by this process, so a rollout is
     /// announced once even when the status cache lags behind.
     pub rolled_out: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    /// When each provisioned tenant's component was last verified in Azure, and for which
+    /// generation: other reconciles of the tenant then need no ARM call.
+    pub components_verified:
+        std::sync::Mutex<std::collections::HashMap<String, (i64, std::time::Instant)>>,
 }
 
 /// Tunables of the controllers.
@@ -77,6 +88,9 @@ pub struct Settings {
     pub resync: Duration,
     /// Collector binary whose `validate` checks every new configuration before rollout.
     pub collector_binary: Option<std::path::PathBuf>,
+    /// Azure Resource Manager access, for tenants whose App Insights telemux provisions.
+    pub azure: Option<provision::AzureComponents>,
+    pub provision_timings: provision::ProvisionTimings,
 }
 
 impl Default for Settings {
@@ -85,6 +99,8 @@ impl Default for Settings {
             collector_debounce: Duration::from_secs(2),
             resync: Duration::from_secs(300),
             collector_binary: None,
+            azure: None,
+            provision_timings: provision::ProvisionTimings::default(),
         }
     }
 }
@@ -115,6 +131,7 @@ impl Context {
             settings,
             metrics,
             rolled_out: Default::default(),
+            components_verified: Default::default(),
             validator: settings_validator,
             verdicts: Default::default(),
         })

@@ -6,13 +6,16 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
+use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::{Api, ResourceExt};
 
 use super::conditions::{Decided, Status, merge, ready, transitioned};
+use super::provision::{self, Provisioned};
 use super::{
     Context, Error, Result, SecretLookup, apply, apply_status, read_secret_key, secret_value,
 };
 use crate::api::condition_types::{APPLICATION_INSIGHTS_READY, CREDENTIALS_READY, ROUTED};
+use crate::api::tenant::{DeletionPolicy, ProvisionSpec};
 use crate::api::{TelemetryTenant, TelemetryTenantStatus};
 use crate::connection_string::ConnectionString;
 use crate::credentials::{is_bcrypt_hash, issue_credential, verify_password};
@@ -30,7 +33,6 @@ pub mod reason {
     pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
     pub const SECRET_KEY_NOT_FOUND: &str = "SecretKeyNotFound";
     pub const INVALID_CONNECTION_STRING: &str = "InvalidConnectionString";
-    pub const PROVISIONING_NOT_SUPPORTED: &str = "ProvisioningNotSupported";
     pub const ROUTED: &str = "Routed";
     pub const NO_COLLECTOR: &str = "NoCollectorInRegion";
     pub const PENDING: &str = "Pending";
@@ -45,6 +47,99 @@ async fn reconcile_inner(tenant: Arc<TelemetryTenant>, ctx: Arc<Context>) -> Res
     let namespace = tenant
         .namespace()
         .ok_or(Error::MissingField("metadata.namespace"))?;
+    // Only tenants with a provisioned component carry the finalizer (or still carry it from
+    // when they had one): deleting the others needs nothing from telemux.
+    let has_finalizer = tenant
+        .finalizers()
+        .iter()
+        .any(|f| f == provision::FINALIZER);
+    if tenant.spec.application_insights.provision.is_none() && !has_finalizer {
+        return apply_tenant(tenant, ctx, namespace).await;
+    }
+    let api: Api<TelemetryTenant> = Api::namespaced(ctx.client.clone(), &namespace);
+    finalizer(&api, provision::FINALIZER, tenant, |event| async {
+        match event {
+            FinalizerEvent::Apply(tenant) => apply_tenant(tenant, ctx.clone(), namespace).await,
+            FinalizerEvent::Cleanup(tenant) => cleanup(tenant, ctx.clone()).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)))
+}
+
+/// The tenant is being deleted: apply its component's deletion policy.
+async fn cleanup(tenant: Arc<TelemetryTenant>, ctx: Arc<Context>) -> Result<Action> {
+    let Some(provision) = &tenant.spec.application_insights.provision else {
+        return Ok(Action::await_change());
+    };
+    let id = provision::component_id(&tenant, provision);
+    match provision.deletion_policy {
+        DeletionPolicy::Retain => {
+            ctx.event(
+                &*tenant,
+                EventType::Normal,
+                "ApplicationInsightsRetained",
+                format!(
+                    "deletionPolicy Retain: component {} is kept",
+                    id.resource_id()
+                ),
+            )
+            .await;
+        }
+        DeletionPolicy::Delete => {
+            let Some(azure) = &ctx.settings.azure else {
+                ctx.event(
+                    &*tenant,
+                    EventType::Warning,
+                    provision::reason::AUTHENTICATION_FAILED,
+                    "deletionPolicy Delete, but no Azure credential is configured: the finalizer stays until one is".to_owned(),
+                )
+                .await;
+                return Ok(Action::requeue(ctx.settings.provision_timings.slow));
+            };
+            if let Err(error) = azure.0.delete(&id).await {
+                ctx.event(
+                    &*tenant,
+                    EventType::Warning,
+                    "ApplicationInsightsDeleteFailed",
+                    format!("deleting component {}: {error}", id.resource_id()),
+                )
+                .await;
+                return Err(error.into());
+            }
+            tracing::info!(component = %id.resource_id(), "deleted Application Insights component");
+            ctx.event(
+                &*tenant,
+                EventType::Normal,
+                "ApplicationInsightsDeleted",
+                format!(
+                    "deletionPolicy Delete: component {} deleted",
+                    id.resource_id()
+                ),
+            )
+            .await;
+        }
+    }
+    ctx.components_verified
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&verified_key(&tenant));
+    Ok(Action::await_change())
+}
+
+fn verified_key(tenant: &TelemetryTenant) -> String {
+    format!(
+        "{}/{}",
+        tenant.namespace().unwrap_or_default(),
+        tenant.name_any()
+    )
+}
+
+async fn apply_tenant(
+    tenant: Arc<TelemetryTenant>,
+    ctx: Arc<Context>,
+    namespace: String,
+) -> Result<Action> {
     if tenant.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change()); // owned Secrets go with it (garbage collection)
     }
@@ -119,7 +214,7 @@ async fn reconcile_inner(tenant: Arc<TelemetryTenant>, ctx: Arc<Context>) -> Res
 
     // Connection string.
     let ai = &tenant.spec.application_insights;
-    let mut requeue = ctx.settings.resync;
+    let mut requeue = Some(ctx.settings.resync);
     let ai_condition = if let Some(existing) = &ai.existing {
         let reference = &existing.connection_string_secret_ref;
         match read_secret_key(&ctx.client, &namespace, &reference.name, &reference.key).await? {
@@ -167,14 +262,13 @@ async fn reconcile_inner(tenant: Arc<TelemetryTenant>, ctx: Arc<Context>) -> Res
                 }
             },
         }
+    } else if let Some(provision) = &ai.provision {
+        let (condition, next) =
+            provisioned_condition(&tenant, &ctx, provision, &mut status).await?;
+        requeue = next;
+        condition
     } else {
-        requeue = Duration::from_secs(3600);
-        Decided::new(
-            APPLICATION_INSIGHTS_READY,
-            Status::False,
-            reason::PROVISIONING_NOT_SUPPORTED,
-            "provisioning through Azure Resource Manager is not supported by this telemux build yet; use applicationInsights.existing",
-        )
+        unreachable_source()
     };
     // A previously resolved connection string stays in use (and listed) while the source is broken.
     if ai_condition.is_true()
@@ -192,7 +286,142 @@ async fn reconcile_inner(tenant: Arc<TelemetryTenant>, ctx: Arc<Context>) -> Res
 
     decided.push(routed_condition(&tenant, &ctx, &mut status));
     finish(&tenant, &ctx, decided, status).await?;
-    Ok(Action::requeue(requeue))
+    Ok(requeue.map_or_else(Action::await_change, Action::requeue))
+}
+
+/// Validation guarantees exactly one source; this keeps the match total without a panic.
+fn unreachable_source() -> Decided {
+    Decided::new(
+        APPLICATION_INSIGHTS_READY,
+        Status::False,
+        reason::INVALID_SPEC,
+        "set exactly one of applicationInsights.provision or applicationInsights.existing",
+    )
+}
+
+/// Provisions (or verifies) the tenant's component and writes its connection string Secret.
+/// Returns the condition and when to look again (`None`: only on change).
+async fn provisioned_condition(
+    tenant: &TelemetryTenant,
+    ctx: &Context,
+    provision: &ProvisionSpec,
+    status: &mut TelemetryTenantStatus,
+) -> Result<(Decided, Option<Duration>)> {
+    let timings = &ctx.settings.provision_timings;
+    let Some(azure) = &ctx.settings.azure else {
+        return Ok((
+            Decided::new(
+                APPLICATION_INSIGHTS_READY,
+                Status::False,
+                provision::reason::AUTHENTICATION_FAILED,
+                "no Azure credential is configured for telemux (workload identity, client secret or managed identity); see the README",
+            ),
+            Some(timings.slow),
+        ));
+    };
+    let namespace = tenant.namespace().unwrap_or_default();
+    let generation = tenant.metadata.generation.unwrap_or_default();
+    let key = verified_key(tenant);
+    let id = provision::component_id(tenant, provision);
+    let secret_name = connection_string_secret_name(tenant);
+
+    // Verified for this generation, recently, and the Secret is there: no ARM call needed.
+    let verified = ctx
+        .components_verified
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&key)
+        .is_some_and(|(g, at)| *g == generation && at.elapsed() < timings.drift);
+    let previous_ready = tenant.status.as_ref().and_then(|s| {
+        s.conditions
+            .iter()
+            .find(|c| {
+                c.type_ == APPLICATION_INSIGHTS_READY && c.reason == provision::reason::PROVISIONED
+            })
+            .map(|c| c.message.clone())
+    });
+    if verified
+        && let Some(message) = previous_ready
+        && ctx
+            .managed_secret_value(&namespace, &secret_name, CONNECTION_STRING_KEY)
+            .is_some()
+    {
+        return Ok((
+            Decided::new(
+                APPLICATION_INSIGHTS_READY,
+                Status::True,
+                provision::reason::PROVISIONED,
+                message,
+            ),
+            Some(timings.drift),
+        ));
+    }
+
+    match provision::ensure_component(azure.0.as_ref(), tenant, provision).await {
+        Ok(Provisioned::Ready {
+            resource_id,
+            connection_string,
+        }) => {
+            if ConnectionString::parse(&connection_string).is_err() {
+                return Ok((
+                    Decided::new(
+                        APPLICATION_INSIGHTS_READY,
+                        Status::False,
+                        provision::reason::AZURE_ERROR,
+                        format!(
+                            "Azure returned a connection string for {resource_id} that cannot be parsed"
+                        ),
+                    ),
+                    Some(timings.fast),
+                ));
+            }
+            apply(
+                &ctx.client,
+                &namespace,
+                &connection_string_secret(tenant, &connection_string),
+            )
+            .await?;
+            status.application_insights_resource_id = Some(resource_id.clone());
+            ctx.components_verified
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(key, (generation, std::time::Instant::now()));
+            Ok((
+                Decided::new(
+                    APPLICATION_INSIGHTS_READY,
+                    Status::True,
+                    provision::reason::PROVISIONED,
+                    format!("component {resource_id}; connection string in Secret {secret_name}"),
+                ),
+                Some(timings.drift),
+            ))
+        }
+        Ok(Provisioned::InProgress { resource_id, state }) => {
+            status.application_insights_resource_id = Some(resource_id.clone());
+            Ok((
+                Decided::new(
+                    APPLICATION_INSIGHTS_READY,
+                    Status::False,
+                    provision::reason::PROVISIONING,
+                    format!("Azure is provisioning {resource_id} (provisioningState {state})"),
+                ),
+                Some(timings.fast),
+            ))
+        }
+        Err(error) => {
+            let (reason, next) = provision::failure_reason(&error, timings);
+            tracing::info!(component = %id.resource_id(), %reason, %error, "Application Insights not ready");
+            Ok((
+                Decided::new(
+                    APPLICATION_INSIGHTS_READY,
+                    Status::False,
+                    reason,
+                    format!("component {}: {error}", id.resource_id()),
+                ),
+                next,
+            ))
+        }
+    }
 }
 
 /// Routed: which collectors of the tenant's namespace route it, from their status.

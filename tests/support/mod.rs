@@ -177,13 +177,25 @@ pub struct Operator {
 
 impl Operator {
     pub fn start(client: &Client, namespace: &str) -> Self {
-        let metrics = Arc::new(telemux::metrics::Metrics::default());
-        let (stop, stopped) = oneshot::channel::<()>();
-        let settings = telemux::controller::Settings {
+        Self::start_with(client, namespace, Self::test_settings())
+    }
+
+    /// What the tests run the operator with: short debounce, the built collector as validator.
+    pub fn test_settings() -> telemux::controller::Settings {
+        telemux::controller::Settings {
             collector_debounce: Duration::from_millis(500),
             collector_binary: collector_binary(),
             ..Default::default()
-        };
+        }
+    }
+
+    pub fn start_with(
+        client: &Client,
+        namespace: &str,
+        settings: telemux::controller::Settings,
+    ) -> Self {
+        let metrics = Arc::new(telemux::metrics::Metrics::default());
+        let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(telemux::run::run(
             client.clone(),
             telemux::run::Scope::Namespace(namespace.to_owned()),
@@ -226,4 +238,35 @@ pub fn require_collector_binary() -> Option<std::path::PathBuf> {
         eprintln!("SKIPPED (no collector binary): {why}");
     }
     binary
+}
+
+/// Everything the operator logs in this test binary (all levels telemux uses, and its HTTP
+/// stack at debug), so a test can check what never appears in logs.
+pub fn captured_logs() -> String {
+    use std::sync::{Mutex, OnceLock};
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let logs = LOGS.get_or_init(|| {
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let sink = logs.clone();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("debug"))
+            .with_ansi(false)
+            .with_writer(move || Sink(sink.clone()))
+            .try_init();
+        logs
+    });
+    String::from_utf8_lossy(&logs.lock().unwrap_or_else(|p| p.into_inner())).into_owned()
 }
