@@ -44,6 +44,11 @@ fn components_client(arm: &ArmEmulator, entra: &EntraEmulator) -> AzureComponent
 }
 
 async fn setup(test: &str) -> Option<Env> {
+    setup_with_drift_check(test, Duration::from_secs(600)).await
+}
+
+/// `drift`: how often a provisioned component is re-read from ARM.
+async fn setup_with_drift_check(test: &str, drift: Duration) -> Option<Env> {
     support::captured_logs(); // start capturing before the operator logs anything
     let client = plane_client().await?;
     install_crds(&client).await;
@@ -57,7 +62,7 @@ async fn setup(test: &str) -> Option<Env> {
         fast: Duration::from_secs(1),
         slow: Duration::from_secs(3),
         throttled: Duration::from_secs(2),
-        drift: Duration::from_secs(600),
+        drift,
     };
     let operator = Operator::start_with(&client, &ns.name, settings);
     Some(Env {
@@ -480,5 +485,77 @@ async fn a_restart_between_put_and_status_converges_without_a_duplicate() {
         puts,
         "nothing to change, nothing PUT"
     );
+    env.teardown().await;
+}
+
+#[tokio::test]
+async fn a_recreated_component_rolls_the_collector_with_its_new_connection_string() {
+    let Some(env) = setup_with_drift_check("provision-rotate", Duration::from_secs(2)).await else {
+        return;
+    };
+    let collector: RegionalCollector = serde_json::from_value(json!({
+        "apiVersion": "telemux.io/v1alpha1", "kind": "RegionalCollector",
+        "metadata": { "name": "westeurope" }, "spec": { "region": "westeurope", "replicas": 1 }
+    }))
+    .unwrap();
+    env.ns
+        .api::<RegionalCollector>()
+        .create(&PostParams::default(), &collector)
+        .await
+        .unwrap();
+    env.tenant("acme", json!({})).await;
+    env.wait_reason("acme", "True", "Provisioned").await;
+    // The connection string reaches pods through the Secret: its hash rolls them.
+    let hash = || async {
+        let deployment = env
+            .ns
+            .api::<k8s_openapi::api::apps::v1::Deployment>()
+            .get_opt("westeurope-collector")
+            .await
+            .ok()??;
+        deployment
+            .spec?
+            .template
+            .metadata?
+            .annotations?
+            .remove("telemux.io/secret-hash")
+    };
+    let first = env.connection_string_secret("acme").await.unwrap();
+    let before = eventually("the collector rolled out with acme", WAIT, || async {
+        let (s, ..) = env.condition("acme", "Routed").await?;
+        if s != "True" {
+            return None;
+        }
+        hash().await
+    })
+    .await;
+
+    // Someone deletes the component in Azure: telemux re-creates it (new instrumentation key)
+    // and the collector rolls with the new connection string.
+    let name = env.component_name("acme");
+    assert!(
+        env.arm
+            .remove_component(SUBSCRIPTION, RESOURCE_GROUP, &name)
+    );
+    let second = eventually(
+        "a new connection string in the tenant's Secret",
+        WAIT,
+        || async {
+            let now = env.connection_string_secret("acme").await?;
+            (now != first).then_some(now)
+        },
+    )
+    .await;
+    let recreated = env
+        .arm
+        .component(SUBSCRIPTION, RESOURCE_GROUP, &name)
+        .unwrap();
+    assert_eq!(recreated.connection_string(), Some(second.as_str()));
+    eventually("the collector to roll", WAIT, || async {
+        let now = hash().await?;
+        (now != before).then_some(())
+    })
+    .await;
+    assert_eq!(env.components_named("acme"), 1);
     env.teardown().await;
 }
