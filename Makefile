@@ -7,11 +7,14 @@ CARGO ?= cargo
 include e2e/plane.mk
 include e2e/collector.mk
 include e2e/dataplane.mk
+include e2e/helm.mk
 
 # Integration tests talk to this plane only, never to the current kube context.
 export TELEMUX_TEST_KUBECONFIG ?= $(PLANE_KUBECONFIG)
 # The real components the integration and data-plane tests run.
 export OTELCOL_BIN AZURITE_BIN TELEMETRYGEN_BIN
+# helm, for the chart's tests.
+export HELM_BIN
 
 .PHONY: bench-render bench-throughput help build crds fmt-check clippy lint unit integration e2e test run install-crds clean
 
