@@ -24,8 +24,9 @@ help: ## List the targets
 build: ## Build the operator
 	$(CARGO) build --locked
 
-crds: ## Regenerate crds/ from the Rust types
+crds: ## Regenerate crds/ and the chart's charts/telemux/crds/ from the Rust types
 	$(CARGO) run --locked --quiet -- crds --dir crds
+	$(CARGO) run --locked --quiet -- crds --dir charts/telemux/crds
 
 fmt-check:
 	$(CARGO) fmt --all -- --check
