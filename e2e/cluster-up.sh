@@ -206,6 +206,9 @@ start etcd \
 etcd_healthy() { curl -fsS "http://127.0.0.1:${PLANE_ETCD_PORT}/health" | grep -q '"health":"true"'; }
 wait_for etcd 30 "etcd healthy" etcd_healthy
 
+# OwnerReferencesPermissionEnforcement (as on OpenShift and hardened clusters): setting
+# blockOwnerDeletion on a child needs `update` on its owner's finalizers, which the chart's
+# RBAC must then grant; the tests run the operator with exactly that RBAC.
 # --advertise-address/--endpoint-reconciler-type=none: no default route is needed and
 # the `kubernetes` Service endpoints are not managed (nothing routes to them anyway).
 # 10.96.0.0/16 is only an allocation range for Service ClusterIPs: no traffic.
@@ -226,6 +229,7 @@ start kube-apiserver \
   --proxy-client-cert-file="${PKI}/front-proxy-client.crt" \
   --proxy-client-key-file="${PKI}/front-proxy-client.key" \
   --authorization-mode=Node,RBAC \
+  --enable-admission-plugins=OwnerReferencesPermissionEnforcement \
   --service-cluster-ip-range=10.96.0.0/16 \
   --allow-privileged=true \
   --service-account-issuer=https://kubernetes.default.svc.cluster.local \

@@ -3,10 +3,12 @@
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use tracing_subscriber::EnvFilter;
 
 use telemux::controller::Settings;
+use telemux::leader::{LeaseSettings, run_while_leader};
 use telemux::run::{Scope, run};
+use telemux::server::{Health, Readiness};
+use telemux::telemetry::LogFormat;
 
 #[derive(Parser)]
 #[command(
@@ -21,7 +23,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the controllers against the cluster of the current kubeconfig (or in-cluster config).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Write the CustomResourceDefinitions as YAML files into a directory (`make crds`).
     Crds {
         /// Output directory.
@@ -35,9 +37,22 @@ struct RunArgs {
     /// Serve only this namespace instead of the whole cluster.
     #[arg(long, env = "TELEMUX_NAMESPACE")]
     namespace: Option<String>,
-    /// Log format.
+    /// Log format (`RUST_LOG` sets the levels; default `info,kube=warn`).
     #[arg(long, env = "TELEMUX_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Where `/metrics`, `/livez` and `/readyz` are served.
+    #[arg(
+        long,
+        env = "TELEMUX_METRICS_BIND_ADDRESS",
+        default_value = "0.0.0.0:8080"
+    )]
+    metrics_bind_address: std::net::SocketAddr,
+    /// Export the operator's own traces (a span per reconcile) over OTLP/HTTP to this base
+    /// URL, e.g. `http://otel-collector:4318` (`/v1/traces` is appended).
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
+    #[command(flatten)]
+    leader_election: LeaderElectionArgs,
     /// Coalesce collector reconciles triggered within this many milliseconds.
     #[arg(long, env = "TELEMUX_COLLECTOR_DEBOUNCE_MS", default_value_t = 2000)]
     collector_debounce_ms: u64,
@@ -48,6 +63,29 @@ struct RunArgs {
     collector_binary: Option<std::path::PathBuf>,
     #[command(flatten)]
     azure: AzureArgs,
+}
+
+/// Several replicas elect one leader on a Lease; only the leader reconciles.
+#[derive(clap::Args)]
+struct LeaderElectionArgs {
+    /// Hold a Lease while reconciling, so that of several replicas only one ever writes.
+    #[arg(long, env = "TELEMUX_LEADER_ELECT")]
+    leader_elect: bool,
+    /// Namespace of the Lease (default: the pod's namespace, else the kubeconfig's).
+    #[arg(long, env = "POD_NAMESPACE")]
+    leader_election_namespace: Option<String>,
+    /// Name of the Lease.
+    #[arg(long, default_value = "telemux-leader")]
+    leader_election_lease_name: String,
+    /// This replica's identity in the Lease (default: the pod name, else host and pid).
+    #[arg(long, env = "POD_NAME")]
+    leader_election_identity: Option<String>,
+    /// Seconds a leader that stops renewing keeps the Lease: the longest a takeover waits.
+    #[arg(long, default_value_t = 15)]
+    leader_election_lease_duration: u64,
+    /// The leader renews this many seconds before its Lease would expire.
+    #[arg(long, default_value_t = 5)]
+    leader_election_renew_before: u64,
 }
 
 /// How telemux reaches Azure Resource Manager to provision tenants' Application Insights.
@@ -140,26 +178,6 @@ fn azure_components(
         .map_err(|e| e.to_string())
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
-}
-
-fn init_logging(format: LogFormat) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,kube=warn"));
-    use std::io::IsTerminal;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-    }
-}
-
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
@@ -196,37 +214,129 @@ async fn main() -> std::process::ExitCode {
                 std::process::ExitCode::FAILURE
             }
         },
-        Command::Run(args) => {
-            init_logging(args.log_format);
-            let client = match kube::Client::try_default().await {
-                Ok(client) => client,
-                Err(error) => {
-                    tracing::error!(%error, "cannot reach the Kubernetes API (check KUBECONFIG)");
-                    return std::process::ExitCode::FAILURE;
-                }
-            };
-            let azure = match azure_components(&args.azure) {
-                Ok(azure) => azure,
-                Err(error) => {
-                    tracing::error!(%error, "invalid Azure configuration");
-                    return std::process::ExitCode::FAILURE;
-                }
-            };
-            if azure.is_none() {
-                tracing::info!(
-                    "no Azure identity configured: applicationInsights.provision is unavailable"
-                );
-            }
-            let scope = args.namespace.map(Scope::Namespace).unwrap_or_default();
-            let settings = Settings {
-                collector_debounce: Duration::from_millis(args.collector_debounce_ms),
-                collector_binary: args.collector_binary,
-                azure,
-                ..Settings::default()
-            };
-            let metrics = std::sync::Arc::new(telemux::metrics::Metrics::default());
-            run(client, scope, settings, metrics, shutdown_signal()).await;
-            std::process::ExitCode::SUCCESS
+        Command::Run(args) => run_operator(*args).await,
+    }
+}
+
+async fn run_operator(args: RunArgs) -> std::process::ExitCode {
+    use std::process::ExitCode;
+    use std::sync::Arc;
+    let _telemetry = match telemux::telemetry::init(args.log_format, args.otlp_endpoint.as_deref())
+    {
+        Ok(guard) => guard,
+        Err(error) => {
+            eprintln!("telemux run: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let client = match kube::Client::try_default().await {
+        Ok(client) => client,
+        Err(error) => {
+            tracing::error!(%error, "cannot reach the Kubernetes API (check KUBECONFIG)");
+            return ExitCode::FAILURE;
+        }
+    };
+    let azure = match azure_components(&args.azure) {
+        Ok(azure) => azure,
+        Err(error) => {
+            tracing::error!(%error, "invalid Azure configuration");
+            return ExitCode::FAILURE;
+        }
+    };
+    if azure.is_none() {
+        tracing::info!(
+            "no Azure identity configured: applicationInsights.provision is unavailable"
+        );
+    }
+    let metrics = Arc::new(telemux::metrics::Metrics::default());
+    let mut registry = prometheus_client::registry::Registry::default();
+    metrics.register(&mut registry);
+    let health = Arc::new(Health::default());
+    let listener = match telemux::server::bind(args.metrics_bind_address).await {
+        Ok(listener) => listener,
+        Err(error) => {
+            tracing::error!(%error, address = %args.metrics_bind_address, "cannot serve metrics and probes");
+            return ExitCode::FAILURE;
+        }
+    };
+    let shutdown = futures::FutureExt::shared(Box::pin(shutdown_signal()));
+    let server = tokio::spawn(telemux::server::serve(
+        listener,
+        Arc::new(registry),
+        health.clone(),
+        shutdown.clone(),
+    ));
+    tracing::info!(address = %args.metrics_bind_address, "serving /metrics, /livez and /readyz");
+
+    let lease_namespace = args
+        .leader_election
+        .leader_election_namespace
+        .clone()
+        .or_else(|| args.namespace.clone())
+        .unwrap_or_else(|| client.default_namespace().to_owned());
+    let scope = args.namespace.map(Scope::Namespace).unwrap_or_default();
+    let settings = Settings {
+        collector_debounce: Duration::from_millis(args.collector_debounce_ms),
+        collector_binary: args.collector_binary,
+        azure,
+        ..Settings::default()
+    };
+    let election = &args.leader_election;
+    let outcome = if election.leader_elect {
+        let identity = election
+            .leader_election_identity
+            .clone()
+            .unwrap_or_else(|| {
+                let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "telemux".into());
+                format!("{host}-{}", std::process::id())
+            });
+        let lease = LeaseSettings {
+            name: election.leader_election_lease_name.clone(),
+            duration: Duration::from_secs(election.leader_election_lease_duration),
+            renew_before: Duration::from_secs(election.leader_election_renew_before),
+            ..LeaseSettings::new(lease_namespace, identity)
+        };
+        run_while_leader(
+            client.clone(),
+            lease,
+            &metrics,
+            shutdown.clone(),
+            || health.set(Readiness::Standby),
+            |stop| {
+                run(
+                    client,
+                    scope,
+                    settings,
+                    metrics.clone(),
+                    health.clone(),
+                    stop,
+                )
+            },
+        )
+        .await
+    } else {
+        metrics.leader.set(1);
+        run(
+            client,
+            scope,
+            settings,
+            metrics.clone(),
+            health.clone(),
+            shutdown.clone(),
+        )
+        .await;
+        Ok(())
+    };
+    health.set(Readiness::Stopping);
+    server.abort();
+    match outcome {
+        Ok(()) => {
+            tracing::info!("stopped");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            tracing::error!(%error, "exiting");
+            ExitCode::FAILURE
         }
     }
 }

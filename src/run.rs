@@ -15,6 +15,7 @@ use kube::{Api, Client, ResourceExt};
 use crate::api::{RegionalCollector, TelemetryTenant};
 use crate::controller::{self, Context, Settings, Stores};
 use crate::resources::{LABEL_COLLECTOR, LABEL_MANAGED_BY, LABEL_TENANT};
+use crate::server::{Health, Readiness};
 
 /// Which namespaces telemux serves.
 #[derive(Debug, Clone, Default)]
@@ -39,12 +40,14 @@ impl Scope {
     }
 }
 
-/// Runs both controllers until `shutdown` resolves.
+/// Runs both controllers until `shutdown` resolves. `health` turns
+/// [`Readiness::Serving`] once every watch cache has its first full list.
 pub async fn run(
     client: Client,
     scope: Scope,
     settings: Settings,
     metrics: Arc<crate::metrics::Metrics>,
+    health: Arc<Health>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let shutdown = shutdown.shared();
@@ -76,6 +79,26 @@ pub async fn run(
         );
     let tenants = tenant_controller.store();
     let collectors = collector_controller.store();
+    metrics.observe_stores(tenants.clone(), collectors.clone());
+    let caches_synced = {
+        let (tenants, collectors, secrets) =
+            (tenants.clone(), collectors.clone(), managed_secrets.clone());
+        let health = health.clone();
+        async move {
+            let synced = futures::future::join3(
+                tenants.wait_until_ready(),
+                collectors.wait_until_ready(),
+                secrets.wait_until_ready(),
+            )
+            .await;
+            if let (Ok(()), Ok(()), Ok(())) = synced {
+                health.set(Readiness::Serving);
+                tracing::info!("watch caches synced");
+            }
+            // Nothing more to do; stay pending so the select below ignores this arm.
+            futures::future::pending::<()>().await
+        }
+    };
     let ctx = Context::new(
         client.clone(),
         Stores {
@@ -184,7 +207,9 @@ pub async fn run(
     tokio::select! {
         _ = futures::future::join(tenant_controller, collector_controller) => {},
         _ = secrets_reflector => tracing::error!("the Secret watch ended"),
+        _ = caches_synced => {},
     }
+    health.set(Readiness::Stopping);
     tracing::info!("telemux controllers stopped");
 }
 

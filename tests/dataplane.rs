@@ -75,7 +75,7 @@ impl Harness {
         let client = plane_client().await?;
         install_crds(&client).await;
         let ns = TestNamespace::create(&client, test).await;
-        let operator = Operator::start(&client, &ns.name);
+        let operator = Operator::start(&client, &ns.name).await;
         let ingestion = IngestionEmulator::start()
             .await
             .expect("starting the ingestion emulator");

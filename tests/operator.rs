@@ -25,7 +25,7 @@ async fn setup(test: &str) -> Option<Env> {
     let client = plane_client().await?;
     install_crds(&client).await;
     let ns = TestNamespace::create(&client, test).await;
-    let operator = Operator::start(&client, &ns.name);
+    let operator = Operator::start(&client, &ns.name).await;
     Some(Env { ns, operator })
 }
 

@@ -64,7 +64,7 @@ async fn setup_with_drift_check(test: &str, drift: Duration) -> Option<Env> {
         throttled: Duration::from_secs(2),
         drift,
     };
-    let operator = Operator::start_with(&client, &ns.name, settings);
+    let operator = Operator::start_with(&client, &ns.name, settings).await;
     Some(Env {
         ns,
         operator,
@@ -471,7 +471,7 @@ async fn a_restart_between_put_and_status_converges_without_a_duplicate() {
     .unwrap();
     let mut settings = Operator::test_settings();
     settings.azure = Some(client);
-    let operator = Operator::start_with(&ns.client, &ns.name, settings);
+    let operator = Operator::start_with(&ns.client, &ns.name, settings).await;
     let env = Env {
         ns,
         operator,

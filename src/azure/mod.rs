@@ -10,6 +10,7 @@ pub mod arm;
 pub mod config;
 pub mod credential;
 pub mod error;
+pub mod metered;
 #[cfg(test)]
 mod test_http;
 

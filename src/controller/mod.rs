@@ -118,6 +118,13 @@ impl Context {
                 timeout: Duration::from_secs(30),
             }) as Arc<dyn crate::validator::ConfigValidator>
         });
+        // Every ARM request is counted by operation and outcome.
+        let mut settings = settings;
+        if let Some(azure) = settings.azure.take() {
+            settings.azure = Some(provision::AzureComponents(Arc::new(
+                crate::azure::metered::MeteredComponents::new(azure.0, metrics.clone()),
+            )));
+        }
         let reporter = Reporter {
             controller: "telemux".into(),
             instance: std::env::var("POD_NAME").ok(),

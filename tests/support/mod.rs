@@ -3,6 +3,7 @@
 
 #![allow(dead_code)] // each test binary uses a different part
 
+pub mod chart;
 pub mod otlp;
 
 use std::future::Future;
@@ -176,8 +177,10 @@ pub struct Operator {
 }
 
 impl Operator {
-    pub fn start(client: &Client, namespace: &str) -> Self {
-        Self::start_with(client, namespace, Self::test_settings())
+    /// Starts the operator acting as the chart's ServiceAccount (see [`chart`]): `client`
+    /// (the tests' admin) installs that RBAC, the operator gets none of its rights.
+    pub async fn start(client: &Client, namespace: &str) -> Self {
+        Self::start_with(client, namespace, Self::test_settings()).await
     }
 
     /// What the tests run the operator with: short debounce, the built collector as validator.
@@ -189,18 +192,21 @@ impl Operator {
         }
     }
 
-    pub fn start_with(
+    pub async fn start_with(
         client: &Client,
         namespace: &str,
         settings: telemux::controller::Settings,
     ) -> Self {
+        chart::install_chart_rbac(client).await;
+        let operator_client = chart::impersonating_client().await;
         let metrics = Arc::new(telemux::metrics::Metrics::default());
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(telemux::run::run(
-            client.clone(),
+            operator_client,
             telemux::run::Scope::Namespace(namespace.to_owned()),
             settings,
             metrics.clone(),
+            Arc::default(),
             async move {
                 let _ = stopped.await;
             },
