@@ -2,6 +2,8 @@
 //! wrote. Two adaptations stand in for what a pod gets from Kubernetes: the Secret's files are
 //! written to a temporary directory (the volume mount), and a second config file moves every
 //! listener to a free loopback port (a pod has its own network namespace, a process does not).
+//! [`prepare`] makes both; the `telemux-local-collector` binary uses it to run the collector
+//! outside the tests (`make demo`).
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
@@ -28,6 +30,65 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// The Azure Monitor exporter falls back to this variable; a local process must not inherit one.
+pub const CONNECTION_STRING_ENV: &str = "APPLICATIONINSIGHTS_CONNECTION_STRING";
+
+/// The loopback ports a local collector listens on instead of its pod's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoopbackPorts {
+    pub grpc: u16,
+    pub http: u16,
+    pub health: u16,
+    pub metrics: u16,
+}
+
+impl LoopbackPorts {
+    /// Four free loopback ports.
+    pub fn free() -> Self {
+        LoopbackPorts {
+            grpc: free_port(),
+            http: free_port(),
+            health: free_port(),
+            metrics: free_port(),
+        }
+    }
+}
+
+/// Writes into `dir` what a pod gets from Kubernetes: the Secret's `files` in `dir/secrets` (the
+/// volume mount), the rendered `config` with its mount path pointing there (`config.yaml`), and
+/// `loopback.yaml`, which moves every listener to `ports` on 127.0.0.1. Returns the collector's
+/// arguments (`--config` for both files, in that order).
+pub fn prepare(
+    dir: &Path,
+    config: &str,
+    files: &BTreeMap<String, Vec<u8>>,
+    ports: LoopbackPorts,
+) -> std::io::Result<Vec<String>> {
+    let LoopbackPorts {
+        grpc,
+        http,
+        health,
+        metrics,
+    } = ports;
+    let secrets = dir.join("secrets");
+    std::fs::create_dir_all(&secrets)?;
+    for (name, content) in files {
+        std::fs::write(secrets.join(name), content)?;
+    }
+    let config = config.replace(SECRETS_MOUNT, &secrets.to_string_lossy());
+    std::fs::write(dir.join("config.yaml"), config)?;
+    let loopback = format!(
+        "receivers:\n  otlp:\n    protocols:\n      grpc:\n        endpoint: 127.0.0.1:{grpc}\n      http:\n        endpoint: 127.0.0.1:{http}\n\
+         extensions:\n  health_check:\n    endpoint: 127.0.0.1:{health}\n\
+         service:\n  telemetry:\n    metrics:\n      readers:\n        - pull:\n            exporter:\n              prometheus:\n                host: 127.0.0.1\n                port: {metrics}\n"
+    );
+    std::fs::write(dir.join("loopback.yaml"), loopback)?;
+    Ok(["config.yaml", "loopback.yaml"]
+        .iter()
+        .map(|f| format!("--config=file:{}", dir.join(f).display()))
+        .collect())
+}
+
 impl LocalCollector {
     /// Starts `binary` with the rendered `config` and the Secret's `files`, and waits until its
     /// health check answers.
@@ -36,34 +97,21 @@ impl LocalCollector {
             .prefix("telemux-collector-")
             .tempdir()
             .expect("a temporary directory");
-        let secrets = dir.path().join("secrets");
-        std::fs::create_dir(&secrets).unwrap();
-        for (name, content) in files {
-            std::fs::write(secrets.join(name), content).unwrap();
-        }
-        let config = config.replace(SECRETS_MOUNT, &secrets.to_string_lossy());
-        std::fs::write(dir.path().join("config.yaml"), config).unwrap();
-
-        let (grpc, http, health, metrics) = (free_port(), free_port(), free_port(), free_port());
-        let loopback = format!(
-            "receivers:\n  otlp:\n    protocols:\n      grpc:\n        endpoint: 127.0.0.1:{grpc}\n      http:\n        endpoint: 127.0.0.1:{http}\n\
-             extensions:\n  health_check:\n    endpoint: 127.0.0.1:{health}\n\
-             service:\n  telemetry:\n    metrics:\n      readers:\n        - pull:\n            exporter:\n              prometheus:\n                host: 127.0.0.1\n                port: {metrics}\n"
-        );
-        std::fs::write(dir.path().join("loopback.yaml"), loopback).unwrap();
+        let ports = LoopbackPorts::free();
+        let LoopbackPorts {
+            grpc,
+            http,
+            health,
+            metrics,
+        } = ports;
+        let args =
+            prepare(dir.path(), config, files, ports).expect("writing the collector's files");
 
         let log = dir.path().join("collector.log");
         let out = std::fs::File::create(&log).unwrap();
         let child = tokio::process::Command::new(binary)
-            .arg(format!(
-                "--config=file:{}",
-                dir.path().join("config.yaml").display()
-            ))
-            .arg(format!(
-                "--config=file:{}",
-                dir.path().join("loopback.yaml").display()
-            ))
-            .env_remove("APPLICATIONINSIGHTS_CONNECTION_STRING")
+            .args(&args)
+            .env_remove(CONNECTION_STRING_ENV)
             .stdout(Stdio::from(out.try_clone().unwrap()))
             .stderr(Stdio::from(out))
             .kill_on_drop(true)
