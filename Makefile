@@ -7,6 +7,7 @@ CARGO ?= cargo
 include e2e/plane.mk
 include e2e/collector.mk
 include e2e/dataplane.mk
+include e2e/demo.mk
 include e2e/helm.mk
 
 # Integration tests talk to this plane only, never to the current kube context.
