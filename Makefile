@@ -41,16 +41,16 @@ unit: ## Unit, golden and CRD-freshness tests, the ingestion emulator's tests (n
 	$(CARGO) test --locked -p telemux --lib --bins --test golden --test crds --test versions --test azure_client
 	$(CARGO) test --locked -p telemux-testkit --lib --bins --test ingestion --test arm
 
-integration: collector azurite ## Integration and data-plane tests against a running plane (make cluster-up first)
+integration: collector azurite helm ## Integration, data-plane and Helm chart tests against a running plane (make cluster-up first)
 	$(CARGO) test --locked -p telemux-testkit --test azurite
-	$(CARGO) test --locked -p telemux --test plane --test operator --test dataplane --test provision
+	$(CARGO) test --locked -p telemux --test plane --test operator --test dataplane --test provision --test chart
 
 e2e: collector azurite cluster-up ## Data-plane tests: the real collector runs what the operator rendered (starts the plane if needed)
 	$(CARGO) test --locked -p telemux --test dataplane
 	@echo "the plane is still up: make cluster-down"
 
 test: lint unit collector-validate-golden ## Everything: lint, unit and golden tests, golden configs through the real collector, integration tests on a fresh local plane
-	$(CARGO) test --locked --no-run -p telemux --test plane --test operator --test dataplane --test provision
+	$(CARGO) test --locked --no-run -p telemux --test plane --test operator --test dataplane --test provision --test chart
 	$(MAKE) --no-print-directory cluster-up
 	status=0; $(MAKE) --no-print-directory integration || status=$$?; \
 	$(MAKE) --no-print-directory cluster-down || status=1; \
