@@ -231,7 +231,9 @@ check_alive emulator
 info "pid ${PID}"
 
 step "Operator (telemux run; log: ${DEMO_DIR}/operator.log)"
-operator_args=(run "--collector-binary=${OTELCOL_BIN}")
+# Scoped to the demo's namespace, so it never competes with the operators that integration
+# tests run in-process for their own namespaces on the same plane.
+operator_args=(run "--namespace=${NAMESPACE}" "--collector-binary=${OTELCOL_BIN}")
 # The operator serves /metrics and /readyz (default 0.0.0.0:8080): keep the demo's on loopback.
 # (Checked, so the script also runs an operator from before that flag.)
 operator_http=""
@@ -307,6 +309,7 @@ echo
 k get telemux -n "${NAMESPACE}" -o wide
 
 step "The real collector, from ConfigMap ${COLLECTOR}-collector-config + Secret ${COLLECTOR}-collector-secrets"
+collector_step="${STEP}"
 collector_dir="${DEMO_DIR}/collector"
 rm -rf "${collector_dir}"
 # The Secret's files (bcrypt hashes, connection strings) are for this user only.
@@ -429,10 +432,11 @@ cat <<EOF
   curl -s '${INGESTION_ENDPOINT}_emulator/envelopes?ikey=${IKEY[acme]}' | jq '.[0].raw'
   curl -s http://127.0.0.1:${COLLECTOR_METRICS_PORT}/metrics | grep otelcol_exporter_sent_spans
 
+  The operator serves namespace ${NAMESPACE} only: add your own tenants there.
   Logs: ${DEMO_DIR}/{operator,emulator,collector}.log
-  The local collector runs the configuration rendered in step 9; the operator keeps
-  rendering as tenants change (kubectl get cm ${COLLECTOR}-collector-config -n ${NAMESPACE} -o yaml).
-  \`make demo\` again restarts everything from the current one (and re-applies the samples).
+  The local collector runs the configuration it was given in step ${collector_step}; the operator
+  keeps rendering as tenants change (kubectl get cm ${COLLECTOR}-collector-config -n ${NAMESPACE} -o yaml).
+  \`make demo\` again restarts everything with the current one (and re-applies the samples).
 
   Stop everything (collector, emulator, operator and the plane): make demo-down
 EOF
