@@ -206,9 +206,10 @@ start etcd \
 etcd_healthy() { curl -fsS "http://127.0.0.1:${PLANE_ETCD_PORT}/health" | grep -q '"health":"true"'; }
 wait_for etcd 30 "etcd healthy" etcd_healthy
 
-# OwnerReferencesPermissionEnforcement (as on OpenShift and hardened clusters): setting
-# blockOwnerDeletion on a child needs `update` on its owner's finalizers, which the chart's
-# RBAC must then grant; the tests run the operator with exactly that RBAC.
+# OwnerReferencesPermissionEnforcement (as on OpenShift and hardened clusters): changing a
+# child's ownerReferences needs `delete` on it, setting blockOwnerDeletion needs `update` on
+# the owner's finalizers. The tests run the operator with exactly the chart's RBAC, which
+# grants neither, so they prove telemux needs neither.
 # --advertise-address/--endpoint-reconciler-type=none: no default route is needed and
 # the `kubernetes` Service endpoints are not managed (nothing routes to them anyway).
 # 10.96.0.0/16 is only an allocation range for Service ClusterIPs: no traffic.

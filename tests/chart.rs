@@ -247,20 +247,12 @@ fn expected_cluster_rules() -> Vec<PolicyRule> {
         rule(
             "telemux.io",
             &["telemetrytenants", "regionalcollectors"],
-            &["get", "list", "watch", "patch"],
+            &["list", "watch", "patch"],
         ),
         rule(
             "telemux.io",
             &["telemetrytenants/status", "regionalcollectors/status"],
             &["patch"],
-        ),
-        rule(
-            "telemux.io",
-            &[
-                "telemetrytenants/finalizers",
-                "regionalcollectors/finalizers",
-            ],
-            &["update"],
         ),
         rule(
             "",
