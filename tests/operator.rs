@@ -483,7 +483,14 @@ async fn a_collector_routes_exactly_its_tenants_and_keeps_secrets_out_of_sight()
         .list(&ListParams::default())
         .await
         .unwrap();
-    assert!(!events.items.is_empty(), "telemux publishes events");
+    // The controller-manager publishes events here too: count only telemux's own.
+    assert!(
+        events
+            .items
+            .iter()
+            .any(|e| e.reporting_component.as_deref() == Some("telemux")),
+        "telemux publishes events"
+    );
     for event in events {
         visible.push_str(&format!("{:?} {:?}", event.reason, event.message));
     }
@@ -1008,5 +1015,60 @@ async fn a_config_the_collector_rejects_is_never_rolled_out() {
         .await;
     assert_eq!(reason, "ConfigRejected");
     env.wait_condition("tenant", "good", "Ready", "True").await;
+    env.teardown().await;
+}
+
+#[tokio::test]
+async fn a_problem_that_comes_back_is_one_event_with_a_count() {
+    let Some(env) = setup("event-series").await else {
+        return;
+    };
+    use k8s_openapi::api::events::v1::Event;
+    env.tenant_without_secret("flappy", &["westeurope"], json!({}))
+        .await;
+    let not_found = || {
+        env.wait_reason(
+            "tenant",
+            "flappy",
+            "ApplicationInsightsReady",
+            "False",
+            "SecretNotFound",
+        )
+    };
+    not_found().await;
+    env.secret(
+        "flappy-ai-source",
+        "connection-string",
+        &Env::connection_string(1),
+    )
+    .await;
+    env.wait_condition("tenant", "flappy", "ApplicationInsightsReady", "True")
+        .await;
+    env.ns
+        .api::<Secret>()
+        .delete("flappy-ai-source", &DeleteParams::default())
+        .await
+        .unwrap();
+    not_found().await;
+    // The second SecretNotFound is folded into the first event (a series), not a new one.
+    let events = env.ns.api::<Event>();
+    eventually("one SecretNotFound event with a count", WAIT, || async {
+        let found: Vec<Event> = events
+            .list(&ListParams::default())
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .filter(|e| {
+                e.reason.as_deref() == Some("SecretNotFound")
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("flappy")
+            })
+            .collect();
+        let [event] = found.as_slice() else {
+            return None;
+        };
+        (event.series.as_ref()?.count >= 2).then_some(())
+    })
+    .await;
     env.teardown().await;
 }

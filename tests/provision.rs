@@ -106,6 +106,15 @@ impl Env {
         format!("telemux-{}-{tenant}", self.ns.name)
     }
 
+    /// ARM requests the operator's metrics counted (`telemux_azure_requests_total`).
+    fn azure_requests(&self, operation: &'static str, outcome: &'static str) -> u64 {
+        self.operator
+            .metrics
+            .azure_requests
+            .get_or_create(&telemux::metrics::AzureLabels { operation, outcome })
+            .get()
+    }
+
     async fn condition(&self, tenant: &str, type_: &str) -> Option<(String, String, String)> {
         self.ns
             .api::<TelemetryTenant>()
@@ -221,6 +230,12 @@ async fn a_provisioned_component_feeds_the_collector_with_one_put_per_generation
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(env.arm.count(Method::PUT), 1, "one PUT for one generation");
+    // The operator's metrics count the ARM requests the emulator saw.
+    assert_eq!(env.azure_requests("put", "ok"), 1);
+    assert_eq!(
+        env.azure_requests("get", "ok") + env.azure_requests("get", "not_found"),
+        env.arm.count(Method::GET) as u64
+    );
 
     // A spec change is applied with one more PUT.
     let patch =
@@ -423,6 +438,11 @@ async fn azure_faults_are_reported_and_recovered_from_without_duplicates() {
     env.entra.clear_faults();
     env.wait_reason("tokenless", "True", "Provisioned").await;
 
+    // Each failure class is counted in the operator's metrics.
+    for outcome in ["throttled", "transient", "authentication"] {
+        let failed = env.azure_requests("get", outcome) + env.azure_requests("put", outcome);
+        assert!(failed >= 1, "no ARM request counted as {outcome}");
+    }
     for name in [
         "throttled",
         "fault503",
