@@ -41,29 +41,31 @@ unit: ## Unit, golden and CRD-freshness tests, the ingestion emulator's tests (n
 	$(CARGO) test --locked -p telemux --lib --bins --test golden --test crds --test versions --test azure_client
 	$(CARGO) test --locked -p telemux-testkit --lib --bins --test ingestion --test arm
 
-integration: collector azurite helm ## Integration, data-plane and Helm chart tests against a running plane (make cluster-up first)
+integration: collector azurite helm ## Integration, data-plane, runtime and Helm chart tests against a running plane (make cluster-up first)
 	$(CARGO) test --locked -p telemux-testkit --test azurite
-	$(CARGO) test --locked -p telemux --test plane --test operator --test dataplane --test provision --test chart
+	$(CARGO) test --locked -p telemux --test plane --test operator --test dataplane --test provision --test chart --test runtime
 
-e2e: collector azurite cluster-up ## Data-plane tests: the real collector runs what the operator rendered (starts the plane if needed)
+e2e: collector azurite helm cluster-up ## Data-plane tests: the real collector runs what the operator rendered (starts the plane if needed)
 	$(CARGO) test --locked -p telemux --test dataplane
 	@echo "the plane is still up: make cluster-down"
 
 test: lint unit collector-validate-golden ## Everything: lint, unit and golden tests, golden configs through the real collector, integration tests on a fresh local plane
-	$(CARGO) test --locked --no-run -p telemux --test plane --test operator --test dataplane --test provision --test chart
+	$(CARGO) test --locked --no-run -p telemux --test plane --test operator --test dataplane --test provision --test chart --test runtime
 	$(MAKE) --no-print-directory cluster-up
 	status=0; $(MAKE) --no-print-directory integration || status=$$?; \
 	$(MAKE) --no-print-directory cluster-down || status=1; \
 	$(MAKE) --no-print-directory cluster-check-down || status=1; \
 	exit $$status
 
-install-crds: cluster-up ## Install the CRDs into the local plane
-	kubectl --kubeconfig '$(PLANE_KUBECONFIG)' apply --server-side --field-manager=telemux -f crds/
-	kubectl --kubeconfig '$(PLANE_KUBECONFIG)' wait --for=condition=Established --timeout=60s -f crds/
+install-crds: cluster-up ## Install the chart's CRDs into the local plane
+	kubectl --kubeconfig '$(PLANE_KUBECONFIG)' apply --server-side --field-manager=telemux -f charts/telemux/crds/
+	kubectl --kubeconfig '$(PLANE_KUBECONFIG)' wait --for=condition=Established --timeout=60s -f charts/telemux/crds/
 
+# Metrics and probes on loopback: http://127.0.0.1:$(RUN_METRICS_PORT)/metrics
+RUN_METRICS_PORT ?= 8080
 run: install-crds collector ## Start the local plane, install the CRDs and run the operator in the foreground (configs checked by the built collector)
 	@echo "KUBECONFIG=$(PLANE_KUBECONFIG)  (stop the plane with: make cluster-down)"
-	KUBECONFIG='$(PLANE_KUBECONFIG)' $(CARGO) run --locked -- run --collector-binary='$(OTELCOL_BIN)'
+	KUBECONFIG='$(PLANE_KUBECONFIG)' $(CARGO) run --locked -- run --collector-binary='$(OTELCOL_BIN)' --metrics-bind-address=127.0.0.1:$(RUN_METRICS_PORT)
 
 bench-render: ## Benchmark planning+rendering a collector config at 10..10,000 tenants
 	$(CARGO) bench --locked --bench render
