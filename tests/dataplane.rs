@@ -109,15 +109,7 @@ impl Harness {
     }
 
     async fn secret(&self, name: &str, key: &str, value: &str) {
-        let secret: Secret = serde_json::from_value(json!({
-            "metadata": { "name": name }, "stringData": { key: value }
-        }))
-        .unwrap();
-        self.ns
-            .api::<Secret>()
-            .create(&PostParams::default(), &secret)
-            .await
-            .unwrap();
+        self.ns.create_secret(name, key, value).await;
     }
 
     async fn collector(&self, spec: Value) {

@@ -47,16 +47,7 @@ impl Env {
     }
 
     async fn secret(&self, name: &str, key: &str, value: &str) {
-        let secret: Secret = serde_json::from_value(json!({
-            "metadata": { "name": name },
-            "stringData": { key: value }
-        }))
-        .unwrap();
-        self.ns
-            .api::<Secret>()
-            .create(&PostParams::default(), &secret)
-            .await
-            .unwrap();
+        self.ns.create_secret(name, key, value).await;
     }
 
     /// A tenant with an existing App Insights whose connection string Secret is created too.

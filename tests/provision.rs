@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Event as CoreEvent, Secret};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use support::{Operator, TestNamespace, eventually, install_crds, plane_client};
-use telemux::api::{RegionalCollector, TelemetryTenant};
+use telemux::api::TelemetryTenant;
 use telemux::azure::{AzureSettings, CredentialSource, build_components_client};
 use telemux::controller::provision::{AzureComponents, ProvisionTimings};
 use telemux_testkit::arm::{ArmEmulator, Fault as ArmFault, Method};
@@ -176,16 +176,7 @@ async fn a_provisioned_component_feeds_the_collector_with_one_put_per_generation
     let Some(env) = setup("provision-create").await else {
         return;
     };
-    let collector: RegionalCollector = serde_json::from_value(json!({
-        "apiVersion": "telemux.io/v1alpha1", "kind": "RegionalCollector",
-        "metadata": { "name": "westeurope" }, "spec": { "region": "westeurope", "replicas": 1 }
-    }))
-    .unwrap();
-    env.ns
-        .api::<RegionalCollector>()
-        .create(&PostParams::default(), &collector)
-        .await
-        .unwrap();
+    env.ns.create_collector("westeurope", "westeurope").await;
     env.tenant("acme", json!({ "retentionInDays": 90 })).await;
     let message = env.wait_reason("acme", "True", "Provisioned").await;
     assert!(message.contains(&env.component_name("acme")), "{message}");
@@ -513,16 +504,7 @@ async fn a_recreated_component_rolls_the_collector_with_its_new_connection_strin
     let Some(env) = setup_with_drift_check("provision-rotate", Duration::from_secs(2)).await else {
         return;
     };
-    let collector: RegionalCollector = serde_json::from_value(json!({
-        "apiVersion": "telemux.io/v1alpha1", "kind": "RegionalCollector",
-        "metadata": { "name": "westeurope" }, "spec": { "region": "westeurope", "replicas": 1 }
-    }))
-    .unwrap();
-    env.ns
-        .api::<RegionalCollector>()
-        .create(&PostParams::default(), &collector)
-        .await
-        .unwrap();
+    env.ns.create_collector("westeurope", "westeurope").await;
     env.tenant("acme", json!({})).await;
     env.wait_reason("acme", "True", "Provisioned").await;
     // The connection string reaches pods through the Secret: its hash rolls them.

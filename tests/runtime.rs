@@ -10,11 +10,10 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Secret;
 use kube::api::PostParams;
 use serde_json::json;
 use support::{TestNamespace, eventually, install_crds, plane_client};
-use telemux::api::{RegionalCollector, TelemetryTenant};
+use telemux::api::TelemetryTenant;
 
 const WAIT: Duration = Duration::from_secs(90);
 
@@ -186,16 +185,13 @@ impl Env {
 
     async fn tenant(&self, name: &str, with_secret: bool) {
         if with_secret {
-            let secret: Secret = serde_json::from_value(json!({
-                "metadata": { "name": format!("{name}-ai") },
-                "stringData": { "connection-string": "InstrumentationKey=00000000-0000-4000-8000-000000000001;IngestionEndpoint=https://westeurope-1.in.applicationinsights.azure.com/" }
-            }))
-            .unwrap();
             self.ns
-                .api::<Secret>()
-                .create(&PostParams::default(), &secret)
-                .await
-                .unwrap();
+                .create_secret(
+                    &format!("{name}-ai"),
+                    "connection-string",
+                    "InstrumentationKey=00000000-0000-4000-8000-000000000001;IngestionEndpoint=https://westeurope-1.in.applicationinsights.azure.com/",
+                )
+                .await;
         }
         let tenant: TelemetryTenant = serde_json::from_value(json!({
             "apiVersion": "telemux.io/v1alpha1", "kind": "TelemetryTenant",
@@ -213,16 +209,7 @@ impl Env {
     }
 
     async fn collector(&self) {
-        let collector: RegionalCollector = serde_json::from_value(json!({
-            "apiVersion": "telemux.io/v1alpha1", "kind": "RegionalCollector",
-            "metadata": { "name": "westeurope" }, "spec": { "region": "westeurope", "replicas": 1 }
-        }))
-        .unwrap();
-        self.ns
-            .api::<RegionalCollector>()
-            .create(&PostParams::default(), &collector)
-            .await
-            .unwrap();
+        self.ns.create_collector("westeurope", "westeurope").await;
     }
 
     async fn ready(&self, tenant: &str) -> Option<String> {

@@ -114,6 +114,32 @@ impl TestNamespace {
         Api::namespaced(self.client.clone(), &self.name)
     }
 
+    /// Creates a Secret with one key, as a user would.
+    pub async fn create_secret(&self, name: &str, key: &str, value: &str) {
+        let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(
+            serde_json::json!({ "metadata": { "name": name }, "stringData": { key: value } }),
+        )
+        .unwrap();
+        self.api::<k8s_openapi::api::core::v1::Secret>()
+            .create(&PostParams::default(), &secret)
+            .await
+            .expect("creating a Secret");
+    }
+
+    /// Creates a one-replica RegionalCollector for `region`.
+    pub async fn create_collector(&self, name: &str, region: &str) {
+        let collector: telemux::api::RegionalCollector =
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "telemux.io/v1alpha1", "kind": "RegionalCollector",
+                "metadata": { "name": name }, "spec": { "region": region, "replicas": 1 }
+            }))
+            .unwrap();
+        self.api::<telemux::api::RegionalCollector>()
+            .create(&PostParams::default(), &collector)
+            .await
+            .expect("creating a RegionalCollector");
+    }
+
     pub async fn delete(self) {
         let _ = Api::<Namespace>::all(self.client.clone())
             .delete(&self.name, &DeleteParams::default())
