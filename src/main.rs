@@ -303,6 +303,8 @@ async fn run_operator(args: RunArgs) -> std::process::ExitCode {
             shutdown.clone(),
             || health.set(Readiness::Standby),
             |stop| {
+                // Leading now: not ready again until the controllers' caches are synced.
+                health.set(Readiness::Starting);
                 run(
                     client,
                     scope,
