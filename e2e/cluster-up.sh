@@ -158,8 +158,16 @@ start() { # name args...
   shift
   bin="$(plane_binary "${name}")"
   setsid "${bin}" "$@" >"${PLANE_DIR}/logs/${name}.log" 2>&1 </dev/null &
-  echo $! >"${PLANE_DIR}/pids/${name}.pid"
-  plane_log "started ${name} (pid $!)"
+  local pid=$! i
+  echo "${pid}" >"${PLANE_DIR}/pids/${name}.pid"
+  # Until the forked shell has exec'd the binary, /proc shows bash or setsid, which
+  # wait_for would take for a dead component: on a loaded machine that window is real.
+  for ((i = 0; i < 200; i++)); do
+    plane_pid_is "${pid}" "${name}" && break
+    kill -0 "${pid}" 2>/dev/null || break
+    sleep 0.05
+  done
+  plane_log "started ${name} (pid ${pid})"
 }
 
 fail() { # name message
