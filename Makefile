@@ -17,7 +17,13 @@ export OTELCOL_BIN AZURITE_BIN TELEMETRYGEN_BIN
 # helm, for the chart's tests.
 export HELM_BIN
 
-.PHONY: bench-render bench-throughput help build crds fmt-check clippy lint unit integration e2e test run install-crds clean
+.PHONY: bench-render bench-throughput help build crds fmt-check clippy go-lint go-test lint unit integration e2e test run install-crds clean
+
+# telemux's own collector exporter (Go), built into the collector by e2e/collector.
+EXPORTER_DIR := collector/appinsightsexporter
+GO ?= go
+# Never let go switch to (download) another toolchain; go.sum pins every module.
+GO_ENV := GOTOOLCHAIN=local GOFLAGS=-mod=readonly
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
@@ -35,22 +41,30 @@ fmt-check:
 clippy:
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
 
-lint: fmt-check clippy ## Formatting and clippy
+go-lint: ## gofmt and go vet of the collector exporter
+	@unformatted="$$(gofmt -l $(EXPORTER_DIR))"; \
+	if [ -n "$$unformatted" ]; then echo "gofmt -w needed:"; echo "$$unformatted"; exit 1; fi
+	cd $(EXPORTER_DIR) && $(GO_ENV) $(GO) vet ./...
 
-unit: ## Unit, golden and CRD-freshness tests, the ingestion emulator's tests (no cluster)
+go-test: ## Unit tests of the collector exporter (go test)
+	cd $(EXPORTER_DIR) && $(GO_ENV) $(GO) test ./...
+
+lint: fmt-check clippy go-lint ## Formatting, clippy, gofmt and go vet
+
+unit: go-test ## Unit, golden and CRD-freshness tests, the ingestion emulator's tests, the exporter's go tests (no cluster)
 	$(CARGO) test --locked -p telemux --lib --bins --test golden --test crds --test versions --test azure_client
 	$(CARGO) test --locked -p telemux-testkit --lib --bins --test ingestion --test arm
 
 integration: collector azurite helm ## Integration, data-plane, runtime and Helm chart tests against a running plane (make cluster-up first)
 	$(CARGO) test --locked -p telemux-testkit --test azurite
-	$(CARGO) test --locked -p telemux --test plane --test operator --test dataplane --test provision --test chart --test runtime
+	$(CARGO) test --locked -p telemux --test plane --test operator --test dataplane --test delivery --test provision --test chart --test runtime
 
 e2e: collector azurite helm cluster-up ## Data-plane tests: the real collector runs what the operator rendered (starts the plane if needed)
-	$(CARGO) test --locked -p telemux --test dataplane
+	$(CARGO) test --locked -p telemux --test dataplane --test delivery
 	@echo "the plane is still up: make cluster-down"
 
 test: lint unit collector-validate-golden ## Everything: lint, unit and golden tests, golden configs through the real collector, integration tests on a fresh local plane
-	$(CARGO) test --locked --no-run -p telemux --test plane --test operator --test dataplane --test provision --test chart --test runtime
+	$(CARGO) test --locked --no-run -p telemux --test plane --test operator --test dataplane --test delivery --test provision --test chart --test runtime
 	$(MAKE) --no-print-directory cluster-up
 	status=0; $(MAKE) --no-print-directory integration || status=$$?; \
 	$(MAKE) --no-print-directory cluster-down || status=1; \

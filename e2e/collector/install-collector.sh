@@ -13,6 +13,8 @@
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# telemux's own exporter (a Go module of this repository).
+EXPORTER_SRC="$(cd "${HERE}/../../collector/appinsightsexporter" && pwd)"
 # shellcheck source-path=SCRIPTDIR source=versions.env
 source "${HERE}/versions.env"
 
@@ -22,10 +24,20 @@ BUILDER_BIN="${BIN_DIR}/otelcol-builder-${OTELCOL_VERSION}"
 OTELCOL_BIN="${BIN_DIR}/otelcol-telemux-${OTELCOL_VERSION}"
 OTELCOL_MANIFEST="${OTELCOL_BIN}.builder-config.yaml"
 
+# SHA-256 over the exporter's build inputs (sources, go.mod, go.sum; not its tests), so the
+# cached binary is rebuilt when they change, whatever folder the checkout is in.
+exporter_hash() {
+  (cd "${EXPORTER_SRC}" &&
+    find . -type f \( -name '*.go' -o -name go.mod -o -name go.sum \) ! -name '*_test.go' -print0 |
+    LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1)
+}
+EXPORTER_HASH="$(exporter_hash)"
+
 # Render builder-config.yaml.in: @NAME@ -> $NAME for the versions.env keys, and the
-# output path (left as @OUTPUT_PATH@ for the cached copy that identifies the build).
+# output and exporter paths (left as @OUTPUT_PATH@ and @APPINSIGHTS_EXPORTER_PATH@ for the
+# cached copy that identifies the build).
 render_manifest() {
-  local out_path="$1"
+  local out_path="$1" exporter_path="${2:-@APPINSIGHTS_EXPORTER_PATH@}"
   sed -e "s|@OTELCOL_VERSION@|${OTELCOL_VERSION}|g" \
     -e "s|@OTELCOL_STABLE_VERSION@|${OTELCOL_STABLE_VERSION}|g" \
     -e "s|@OTELCOL_CONTRIB_VERSION@|${OTELCOL_CONTRIB_VERSION}|g" \
@@ -35,6 +47,8 @@ render_manifest() {
     -e "s|@OTELCOL_AZUREBLOB_VERSION@|${OTELCOL_AZUREBLOB_VERSION}|g" \
     -e "s|@OTELCOL_DIST_VERSION@|${OTELCOL_VERSION#v}-telemux|g" \
     -e "s|@OUTPUT_PATH@|${out_path}|g" \
+    -e "s|@APPINSIGHTS_EXPORTER_PATH@|${exporter_path}|g" \
+    -e "s|@APPINSIGHTS_EXPORTER_HASH@|sha256 ${EXPORTER_HASH}|g" \
     "${HERE}/builder-config.yaml.in"
 }
 
@@ -120,7 +134,11 @@ fi
 
 # 2. The collector: the builder generates the sources, runs `go mod tidy` and builds
 #    (-trimpath, -ldflags '-s -w', CGO_ENABLED=0 unless dist.cgo_enabled).
-render_manifest "${TMP_OUT}/dist" >"${TMP_OUT}/builder-config.yaml"
+# A copy of the exporter, so that what is built is what was hashed.
+mkdir -p "${TMP_OUT}/appinsightsexporter"
+(cd "${EXPORTER_SRC}" && find . -type f \( -name '*.go' -o -name go.mod -o -name go.sum \) ! -name '*_test.go' -print0 |
+  xargs -0 cp --parents -t "${TMP_OUT}/appinsightsexporter")
+render_manifest "${TMP_OUT}/dist" "${TMP_OUT}/appinsightsexporter" >"${TMP_OUT}/builder-config.yaml"
 log "building telemux-otelcol ${OTELCOL_VERSION} (contrib ${OTELCOL_CONTRIB_VERSION}); a cold build takes minutes"
 start=${SECONDS}
 (cd "${TMP_OUT}" && "${BUILDER_BIN}" --config "${TMP_OUT}/builder-config.yaml") >"${TMP_OUT}/builder.log" 2>&1 || {
