@@ -108,15 +108,6 @@ impl Tier {
             Tier::Premium => "premium",
         }
     }
-
-    /// Batches the tenant's exporter may hold while App Insights is slow or unreachable.
-    pub fn queue_size(self) -> u32 {
-        match self {
-            Tier::Free => 1_000,
-            Tier::Standard => 5_000,
-            Tier::Premium => 20_000,
-        }
-    }
 }
 
 /// The tenant's Application Insights: provisioned by telemux, or an existing one.

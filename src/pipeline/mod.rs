@@ -3,6 +3,7 @@
 //! `plan` decides which tenants a collector routes, excludes or rejects, and what its Secret
 //! holds; `render` turns a plan into collector YAML. Same input, same bytes.
 
+pub mod delivery;
 pub mod plan;
 pub mod render;
 
@@ -14,6 +15,9 @@ pub use render::{RenderedConfig, render_collector_config};
 
 /// Where the collector's Secret is mounted in its pods.
 pub const SECRETS_DIR: &str = "/etc/telemux/secrets";
+/// Where the collector's queue volume is mounted in its pods: every exporter's persistent
+/// sending queue, which must outlive the pod's containers and rollouts.
+pub const QUEUE_DIR: &str = "/var/lib/telemux/queue";
 /// Where the collector's ConfigMap is mounted in its pods.
 pub const CONFIG_DIR: &str = "/etc/telemux/config";
 /// Key of the configuration in the ConfigMap.

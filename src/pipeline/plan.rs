@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::core::{Selector, SelectorExt};
 
+use super::delivery::memory_limit_bytes;
 use super::{
     BLOB_CONNECTION_STRING_FILE, HTPASSWD_FILE, PLATFORM_CONNECTION_STRING_FILE, PLATFORM_USER,
     tenant_connection_string_file,
@@ -111,6 +112,8 @@ pub struct CollectorPlan {
     pub rejected: Vec<TenantRejection>,
     /// Files of the collector's Secret: htpasswd and connection strings.
     pub secret_files: BTreeMap<String, String>,
+    /// The collector container's memory limit, which the exporters' queues are budgeted from.
+    pub memory_limit_bytes: u64,
 }
 
 /// A tenant the caller has already decided to leave out (by TelemetryTenant name), with why.
@@ -132,6 +135,11 @@ pub fn plan_collector_with_vetoes(
         reason: "InvalidSpec",
         message: e.message,
     })?;
+    let memory_limit_bytes =
+        memory_limit_bytes(spec.resources.as_ref()).map_err(|e| CollectorPlanError {
+            reason: "InvalidSpec",
+            message: e.to_string(),
+        })?;
     let selector = match &spec.tenant_selector {
         Some(s) => Some(
             Selector::try_from(s.clone()).map_err(|e| CollectorPlanError {
@@ -325,6 +333,7 @@ pub fn plan_collector_with_vetoes(
         excluded,
         rejected,
         secret_files,
+        memory_limit_bytes,
     })
 }
 

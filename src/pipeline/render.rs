@@ -3,19 +3,29 @@
 //! One span's way (see DESIGN.md): OTLP receiver authenticated per tenant → memory_limiter →
 //! `telemux.principal` from the authenticated user → `tenant.id` set from it (only the platform
 //! may keep its own) → excluded tenants dropped → baseline redaction → routing by `tenant.id` →
-//! one pipeline per tenant and signal (tier stamp, tenant redaction, sampling, batch) → the
-//! tenant's Azure Monitor exporter (+ the regional Blob copy).
+//! one pipeline per tenant and signal (tier stamp, tenant redaction, sampling) → the tenant's
+//! `telemux_appinsights` exporter, whose persistent queue batches, retries and survives
+//! restarts (+ the regional Blob copy).
+//!
+//! No `batch` processor: it would acknowledge data before any queue holds it, so a full queue
+//! could not refuse the client and a restart would lose what it held. Batching happens in each
+//! exporter's sending queue, after the data is on the queue volume.
 
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
+use super::delivery::{
+    MEMORY_LIMIT_PERCENTAGE, MEMORY_SPIKE_PERCENTAGE, QUEUE_CONSUMERS, QueueBudget, queue_budget,
+};
 use super::plan::{CollectorPlan, RoutedTenant};
 use super::{
     BLOB_CONNECTION_STRING_FILE, HEALTH_PORT, HTPASSWD_FILE, METRICS_PORT,
-    PLATFORM_CONNECTION_STRING_FILE, PLATFORM_USER, SECRETS_DIR, tenant_connection_string_file,
+    PLATFORM_CONNECTION_STRING_FILE, PLATFORM_USER, QUEUE_DIR, SECRETS_DIR,
+    tenant_connection_string_file,
 };
 use crate::api::collector::UnknownTenantPolicy;
+use crate::api::tenant::Tier;
 
 /// Rendered collector configuration and its SHA-256 (hex).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,6 +135,17 @@ fn build(plan: &CollectorPlan, secrets_dir: &str) -> CollectorConfig {
         "health_check".into(),
         json!({ "endpoint": format!("0.0.0.0:{HEALTH_PORT}") }),
     );
+    // One bbolt file per exporter instance under the queue volume; compaction gives the disk
+    // back once a backlog drained.
+    extensions.insert(
+        QUEUE_STORAGE.into(),
+        json!({
+            "directory": QUEUE_DIR,
+            "create_directory": true,
+            "compaction": { "directory": QUEUE_DIR, "on_start": true, "on_rebound": true },
+        }),
+    );
+    let budget = queue_budget(plan.memory_limit_bytes, exporter_instances(plan));
 
     let auth = json!({ "authenticator": "basicauth/ingest" });
     receivers.insert(
@@ -138,7 +159,11 @@ fn build(plan: &CollectorPlan, secrets_dir: &str) -> CollectorConfig {
     // Ingest stage, shared by all tenants of a signal.
     processors.insert(
         "memory_limiter".into(),
-        json!({ "check_interval": "1s", "limit_percentage": 80, "spike_limit_percentage": 20 }),
+        json!({
+            "check_interval": "1s",
+            "limit_percentage": MEMORY_LIMIT_PERCENTAGE,
+            "spike_limit_percentage": MEMORY_SPIKE_PERCENTAGE,
+        }),
     );
     processors.insert(
         "resource/principal".into(),
@@ -186,8 +211,6 @@ fn build(plan: &CollectorPlan, secrets_dir: &str) -> CollectorConfig {
             &plan.baseline.blocked_key_patterns,
         ),
     );
-    processors.insert("batch".into(), json!({}));
-
     let blob = plan.blob_containers.as_ref().map(|containers| {
         exporters.insert(
             "azure_blob/regional".into(),
@@ -201,6 +224,15 @@ fn build(plan: &CollectorPlan, secrets_dir: &str) -> CollectorConfig {
                     "logs": confmap_escape(&containers.logs),
                     "metrics": confmap_escape(&containers.metrics),
                 },
+                // Persistent and batched like the tenants' exporters: a blob per batch, not
+                // per request, and a restart loses nothing.
+                "sending_queue": {
+                    "enabled": true,
+                    "sizer": "bytes",
+                    "queue_size": Tier::Premium.queue_bytes(),
+                    "storage": QUEUE_STORAGE,
+                    "batch": { "flush_timeout": "5s", "sizer": "bytes", "min_size": budget.batch_bytes, "max_size": budget.batch_bytes },
+                },
             }),
         );
         "azure_blob/regional".to_owned()
@@ -209,10 +241,11 @@ fn build(plan: &CollectorPlan, secrets_dir: &str) -> CollectorConfig {
     let platform_sink = plan.platform.as_ref().is_some_and(|p| p.has_sink);
     if platform_sink {
         exporters.insert(
-            "azure_monitor/platform".into(),
-            azure_monitor(
+            PLATFORM_EXPORTER.into(),
+            appinsights_exporter(
                 secret_file(PLATFORM_CONNECTION_STRING_FILE),
-                crate::api::tenant::Tier::Premium.queue_size(),
+                Tier::Premium,
+                &budget,
             ),
         );
     }
@@ -238,10 +271,11 @@ fn build(plan: &CollectorPlan, secrets_dir: &str) -> CollectorConfig {
             );
         }
         exporters.insert(
-            format!("azure_monitor/tenant_{id}"),
-            azure_monitor(
+            tenant_exporter(id),
+            appinsights_exporter(
                 secret_file(&tenant_connection_string_file(id)),
-                tenant.tier.queue_size(),
+                tenant.tier,
+                &budget,
             ),
         );
     }
@@ -271,8 +305,7 @@ fn build(plan: &CollectorPlan, secrets_dir: &str) -> CollectorConfig {
             if signal.sampled() && tenant.sampling_percentage.is_some() {
                 tenant_processors.push(format!("probabilistic_sampler/tenant_{id}"));
             }
-            tenant_processors.push("batch".into());
-            let mut tenant_exporters = vec![format!("azure_monitor/tenant_{id}")];
+            let mut tenant_exporters = vec![tenant_exporter(id)];
             tenant_exporters.extend(blob.clone());
             pipelines.insert(
                 format!("{s}/tenant_{id}"),
@@ -310,8 +343,7 @@ fn build(plan: &CollectorPlan, secrets_dir: &str) -> CollectorConfig {
                     platform_pipeline.clone(),
                     json!({
                         "receivers": [router],
-                        "processors": ["batch"],
-                        "exporters": ["azure_monitor/platform"],
+                        "exporters": [PLATFORM_EXPORTER],
                     }),
                 );
             }
@@ -353,11 +385,61 @@ fn tenant_condition(tenant_id: &str) -> String {
     format!(r#"resource.attributes["tenant.id"] == "{tenant_id}""#)
 }
 
-fn azure_monitor(connection_string: String, queue_size: u32) -> Value {
+/// The extension that holds every exporter's queue.
+const QUEUE_STORAGE: &str = "file_storage/queue";
+const PLATFORM_EXPORTER: &str = "telemux_appinsights/platform";
+
+fn tenant_exporter(tenant_id: &str) -> String {
+    format!("telemux_appinsights/tenant_{tenant_id}")
+}
+
+/// Exporter instances the collector runs: one per App Insights exporter and signal it serves.
+fn exporter_instances(plan: &CollectorPlan) -> u64 {
+    let tenants: u64 = plan
+        .routed
+        .iter()
+        .map(|t| Signal::ALL.iter().filter(|s| s.enabled_for(t)).count() as u64)
+        .sum();
+    let platform = if plan.platform.as_ref().is_some_and(|p| p.has_sink) {
+        Signal::ALL.len() as u64
+    } else {
+        0
+    };
+    let blob = if plan.blob_containers.is_some() {
+        Signal::ALL.len() as u64
+    } else {
+        0
+    };
+    tenants + platform + blob
+}
+
+/// A tenant's (or the platform's) App Insights exporter: a persistent queue bounded in bytes by
+/// the tier, refusing (not dropping) when full; retried until App Insights answers, with
+/// `max_age` (the exporter's default, below Breeze's 48 h) as the only expiry, so that every
+/// drop is counted with its reason.
+fn appinsights_exporter(connection_string: String, tier: Tier, budget: &QueueBudget) -> Value {
     json!({
         "connection_string": connection_string,
-        "spaneventsenabled": true,
-        "sending_queue": { "enabled": true, "queue_size": queue_size },
+        "retry_on_failure": {
+            "enabled": true,
+            "initial_interval": "1s",
+            "max_interval": "60s",
+            "max_elapsed_time": "0s",
+        },
+        "sending_queue": {
+            "enabled": true,
+            "sizer": "bytes",
+            "queue_size": tier.queue_bytes(),
+            "num_consumers": QUEUE_CONSUMERS,
+            "block_on_overflow": false,
+            "storage": QUEUE_STORAGE,
+            "batch": {
+                "flush_timeout": "200ms",
+                "sizer": "bytes",
+                "min_size": budget.batch_bytes,
+                "max_size": budget.batch_bytes,
+            },
+        },
     })
 }
 

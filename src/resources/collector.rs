@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, HTTPGetAction,
-    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
-    Secret, SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec, Volume,
-    VolumeMount,
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
+    HTTPGetAction, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
+    SeccompProfile, Secret, SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec,
+    Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -24,11 +24,14 @@ use crate::api::RegionalCollector;
 use crate::api::collector::DEFAULT_COLLECTOR_IMAGE;
 use crate::pipeline::render::hex_sha256;
 use crate::pipeline::{
-    CONFIG_DIR, CONFIG_FILE, HEALTH_PORT, METRICS_PORT, RenderedConfig, SECRETS_DIR,
+    CONFIG_DIR, CONFIG_FILE, HEALTH_PORT, METRICS_PORT, QUEUE_DIR, RenderedConfig, SECRETS_DIR,
 };
 
 /// Keys of the platform credential Secret (same shape as a tenant's).
 pub use super::tenant::{BCRYPT_KEY, PASSWORD_KEY, USERNAME_KEY};
+
+/// The volume of the exporters' persistent queues.
+const QUEUE_VOLUME: &str = "queue";
 
 /// User id of the upstream collector images.
 const COLLECTOR_UID: i64 = 10001;
@@ -230,6 +233,11 @@ pub fn deployment(
                 read_only: Some(true),
                 ..VolumeMount::default()
             },
+            VolumeMount {
+                name: QUEUE_VOLUME.into(),
+                mount_path: QUEUE_DIR.into(),
+                ..VolumeMount::default()
+            },
         ]),
         ..Container::default()
     };
@@ -283,6 +291,13 @@ pub fn deployment(
                                 default_mode: Some(0o440),
                                 ..SecretVolumeSource::default()
                             }),
+                            ..Volume::default()
+                        },
+                        // The exporters' persistent queues: they survive a restart of the
+                        // container (crash, OOM kill), which the read-only root cannot hold.
+                        Volume {
+                            name: QUEUE_VOLUME.into(),
+                            empty_dir: Some(EmptyDirVolumeSource::default()),
                             ..Volume::default()
                         },
                     ]),
