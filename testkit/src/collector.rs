@@ -1,9 +1,10 @@
 //! The real collector as a local process, running exactly the ConfigMap and Secret the operator
 //! wrote. Two adaptations stand in for what a pod gets from Kubernetes: the Secret's files are
-//! written to a temporary directory (the volume mount), and a second config file moves every
-//! listener to a free loopback port (a pod has its own network namespace, a process does not).
-//! [`prepare`] makes both; the `telemux-local-collector` binary uses it to run the collector
-//! outside the tests (`make demo`).
+//! written to a temporary directory (the volume mount), the queue volume is a directory beside
+//! it that outlives the process (as the pod's volume outlives its container), and a second
+//! config file moves every listener to a free loopback port (a pod has its own network
+//! namespace, a process does not). [`prepare`] makes these; the `telemux-local-collector`
+//! binary uses it to run the collector outside the tests (`make demo`).
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
@@ -13,14 +14,25 @@ use std::time::Duration;
 
 /// Where the operator mounts the collector's Secret in its pods.
 const SECRETS_MOUNT: &str = "/etc/telemux/secrets";
+/// Where the operator mounts the collector's queue volume in its pods.
+const QUEUE_MOUNT: &str = "/var/lib/telemux/queue";
+
+/// How long a SIGTERM'd collector may take to flush its queues to disk and exit.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(60);
 
 pub struct LocalCollector {
     pub otlp_http: String,
     pub otlp_grpc: String,
     metrics_url: String,
+    health_url: String,
     log: PathBuf,
+    binary: PathBuf,
+    ports: LoopbackPorts,
+    args: Vec<String>,
     child: tokio::process::Child,
-    _dir: tempfile::TempDir,
+    /// Starts of the collector process so far (restarts included), for log file names.
+    starts: usize,
+    dir: tempfile::TempDir,
 }
 
 fn free_port() -> u16 {
@@ -71,11 +83,18 @@ pub fn prepare(
         metrics,
     } = ports;
     let secrets = dir.join("secrets");
+    // A new Secret replaces the old one whole, as a re-mounted Secret volume does.
+    if secrets.exists() {
+        std::fs::remove_dir_all(&secrets)?;
+    }
     std::fs::create_dir_all(&secrets)?;
     for (name, content) in files {
         std::fs::write(secrets.join(name), content)?;
     }
-    let config = config.replace(SECRETS_MOUNT, &secrets.to_string_lossy());
+    let queue = dir.join("queue");
+    let config = config
+        .replace(SECRETS_MOUNT, &secrets.to_string_lossy())
+        .replace(QUEUE_MOUNT, &queue.to_string_lossy());
     std::fs::write(dir.join("config.yaml"), config)?;
     let loopback = format!(
         "receivers:\n  otlp:\n    protocols:\n      grpc:\n        endpoint: 127.0.0.1:{grpc}\n      http:\n        endpoint: 127.0.0.1:{http}\n\
@@ -98,57 +117,102 @@ impl LocalCollector {
             .tempdir()
             .expect("a temporary directory");
         let ports = LoopbackPorts::free();
-        let LoopbackPorts {
-            grpc,
-            http,
-            health,
-            metrics,
-        } = ports;
         let args =
             prepare(dir.path(), config, files, ports).expect("writing the collector's files");
-
         let log = dir.path().join("collector.log");
-        let out = std::fs::File::create(&log).unwrap();
-        let child = tokio::process::Command::new(binary)
-            .args(&args)
-            .env_remove(CONNECTION_STRING_ENV)
-            .stdout(Stdio::from(out.try_clone().unwrap()))
-            .stderr(Stdio::from(out))
-            .kill_on_drop(true)
-            .spawn()
-            .expect("starting the collector");
+        let child = spawn(binary, &args, &log);
         let mut collector = LocalCollector {
-            otlp_http: format!("http://127.0.0.1:{http}"),
-            otlp_grpc: format!("127.0.0.1:{grpc}"),
-            metrics_url: format!("http://127.0.0.1:{metrics}/metrics"),
+            otlp_http: format!("http://127.0.0.1:{}", ports.http),
+            otlp_grpc: format!("127.0.0.1:{}", ports.grpc),
+            metrics_url: format!("http://127.0.0.1:{}/metrics", ports.metrics),
+            health_url: format!("http://127.0.0.1:{}/", ports.health),
             log,
+            binary: binary.to_owned(),
+            ports,
+            args,
             child,
-            _dir: dir,
+            starts: 1,
+            dir,
         };
-        let health = format!("http://127.0.0.1:{health}/");
+        collector.wait_healthy().await;
+        collector
+    }
+
+    /// The directory standing in for the pod's queue volume.
+    pub fn queue_dir(&self) -> PathBuf {
+        self.dir.path().join("queue")
+    }
+
+    async fn wait_healthy(&mut self) {
         let client = reqwest::Client::new();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {
-            if let Ok(Some(status)) = collector.child.try_wait() {
-                panic!("the collector exited ({status}):\n{}", collector.log_text());
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("the collector exited ({status}):\n{}", self.log_text());
             }
             let healthy = client
-                .get(&health)
+                .get(&self.health_url)
                 .send()
                 .await
                 .is_ok_and(|r| r.status().is_success());
             if healthy {
-                break;
+                return;
             }
             if tokio::time::Instant::now() > deadline {
-                panic!(
-                    "the collector never became healthy:\n{}",
-                    collector.log_text()
-                );
+                panic!("the collector never became healthy:\n{}", self.log_text());
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        collector
+    }
+
+    /// Sends SIGTERM, as the kubelet does to a pod being replaced, and waits for a clean exit
+    /// (the collector shuts its pipelines down and its queues keep what was not delivered).
+    pub async fn terminate(&mut self) {
+        let Some(pid) = self.child.id() else {
+            return;
+        };
+        let pid = libc::pid_t::try_from(pid).expect("a pid fits pid_t");
+        // SAFETY: kill(2) on our own child's pid, which has not been reaped (id() is Some).
+        let sent = unsafe { libc::kill(pid, libc::SIGTERM) };
+        assert_eq!(sent, 0, "SIGTERM to the collector");
+        match tokio::time::timeout(SHUTDOWN_GRACE, self.child.wait()).await {
+            Ok(Ok(status)) => assert!(
+                status.success(),
+                "the collector exited with {status} on SIGTERM:\n{}",
+                self.log_text()
+            ),
+            Ok(Err(e)) => panic!("waiting for the collector: {e}"),
+            Err(_) => panic!(
+                "the collector did not exit within {SHUTDOWN_GRACE:?} of SIGTERM:\n{}",
+                self.log_text()
+            ),
+        }
+    }
+
+    /// SIGTERM, then a new process on the same queue volume, Secret and ports: a container
+    /// restart.
+    pub async fn restart(&mut self) {
+        self.terminate().await;
+        self.respawn().await;
+    }
+
+    /// SIGTERM, then a new process with a new `config` and Secret `files` on the same queue
+    /// volume and ports: what a rollout does to one collector pod of a StatefulSet.
+    pub async fn roll_to(&mut self, config: &str, files: &BTreeMap<String, Vec<u8>>) {
+        self.terminate().await;
+        self.args = prepare(self.dir.path(), config, files, self.ports)
+            .expect("writing the collector's files");
+        self.respawn().await;
+    }
+
+    async fn respawn(&mut self) {
+        self.starts += 1;
+        self.log = self
+            .dir
+            .path()
+            .join(format!("collector.{}.log", self.starts));
+        self.child = spawn(&self.binary, &self.args, &self.log);
+        self.wait_healthy().await;
     }
 
     pub fn log_text(&self) -> String {
@@ -210,4 +274,16 @@ impl LocalCollector {
         let _ = self.child.start_kill();
         let _ = self.child.wait().await;
     }
+}
+
+fn spawn(binary: &Path, args: &[String], log: &Path) -> tokio::process::Child {
+    let out = std::fs::File::create(log).expect("creating the collector's log");
+    tokio::process::Command::new(binary)
+        .args(args)
+        .env_remove(CONNECTION_STRING_ENV)
+        .stdout(Stdio::from(out.try_clone().expect("a log file handle")))
+        .stderr(Stdio::from(out))
+        .kill_on_drop(true)
+        .spawn()
+        .expect("starting the collector")
 }

@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test binary uses a different part
 
 pub mod chart;
+pub mod dataplane;
 pub mod otlp;
 
 use std::future::Future;

@@ -157,3 +157,34 @@ pub async fn post_all(
         post(client, base, "metrics", credential, &batch.metrics()).await,
     ]
 }
+
+/// `count` server spans, each with its own `seq` attribute `"{tag}-{i}"` for `i` in
+/// `from..from + count`, so a test can tell exactly which arrived and how often.
+pub fn numbered_spans(
+    resource: &[(String, String)],
+    tag: &str,
+    from: usize,
+    count: usize,
+) -> Value {
+    let end = now_nanos();
+    let start = end - 5_000_000;
+    let trace_id = random_hex(16);
+    let spans: Vec<Value> = (from..from + count)
+        .map(|i| {
+            json!({
+                "traceId": trace_id,
+                "spanId": format!("{:016x}", i + 1),
+                "name": format!("{tag}-operation"),
+                "kind": 2,
+                "startTimeUnixNano": start.to_string(),
+                "endTimeUnixNano": end.to_string(),
+                "attributes": kvs(&[("seq".to_owned(), format!("{tag}-{i}"))]),
+                "status": { "code": 1 },
+            })
+        })
+        .collect();
+    json!({ "resourceSpans": [{
+        "resource": { "attributes": kvs(resource) },
+        "scopeSpans": [{ "scope": { "name": "telemux-e2e" }, "spans": spans }]
+    }]})
+}
