@@ -255,6 +255,7 @@ start kube-controller-manager \
   --bind-address=127.0.0.1 \
   --secure-port="${PLANE_KCM_PORT}" \
   --controllers='*' \
+  --enable-hostpath-provisioner=true \
   --use-service-account-credentials=true \
   --root-ca-file="${PKI}/serving-ca.crt" \
   --service-account-private-key-file="${PKI}/sa.key" \
@@ -338,6 +339,21 @@ wait_for kube-controller-manager 60 "nodes untainted" nodes_untainted
 # Pods are rejected until their namespace's default ServiceAccount exists.
 default_sa() { kc -n default get serviceaccount default; }
 wait_for kube-controller-manager 60 "ServiceAccount default/default" default_sa
+
+# Volume claims (the collector StatefulSet's queue volumes) are provisioned by the
+# controller-manager's host-path provisioner (test planes only: the directories live under
+# /tmp on this machine and go with their claims).
+kc apply -f - >/dev/null <<EOF
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata:
+  name: local-hostpath
+  annotations:
+    storageclass.kubernetes.io/is-default-class: "true"
+provisioner: kubernetes.io/host-path
+reclaimPolicy: Delete
+volumeBindingMode: Immediate
+EOF
 
 plane_log "plane up in $((SECONDS - START))s (logs: ${PLANE_DIR}/logs)"
 echo "KUBECONFIG=${PLANE_KUBECONFIG}"

@@ -1,13 +1,13 @@
 //! Proves the local control plane is the real thing: workloads become Available on kwok's
-//! nodes, the garbage collector runs, and the server is the minor the operator compiles for.
+//! nodes, volume claims are provisioned, the garbage collector runs, and the server is the minor the operator compiles for.
 
 mod support;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Node};
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, PersistentVolumeClaim};
 use kube::Api;
 use kube::api::{DeleteParams, ListParams, PostParams};
 use support::{TestNamespace, eventually, plane_client};
@@ -86,6 +86,61 @@ async fn deployments_become_available_on_kwok_nodes() {
         },
     )
     .await;
+    ns.delete().await;
+}
+
+/// The collector is a StatefulSet whose pods each claim a queue volume: claims must be
+/// provisioned and bound for its pods to be scheduled at all.
+#[tokio::test]
+async fn statefulsets_with_volume_claims_become_ready() {
+    let Some(client) = plane_client().await else {
+        return;
+    };
+    let ns = TestNamespace::create(&client, "statefulset-ready").await;
+    let sets: Api<StatefulSet> = ns.api();
+    let set: StatefulSet = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": "queue" },
+        "spec": {
+            "replicas": 2,
+            "serviceName": "queue",
+            "podManagementPolicy": "Parallel",
+            "selector": { "matchLabels": { "app": "queue" } },
+            "template": {
+                "metadata": { "labels": { "app": "queue" } },
+                "spec": { "containers": [{
+                    "name": "queue", "image": "registry.k8s.io/pause:3.10",
+                    "volumeMounts": [{ "name": "data", "mountPath": "/data" }]
+                }] }
+            },
+            "volumeClaimTemplates": [{
+                "metadata": { "name": "data" },
+                "spec": {
+                    "accessModes": ["ReadWriteOnce"],
+                    "resources": { "requests": { "storage": "1Gi" } }
+                }
+            }]
+        }
+    }))
+    .unwrap();
+    sets.create(&PostParams::default(), &set).await.unwrap();
+    eventually(
+        "the StatefulSet's 2 pods Ready on bound claims",
+        Duration::from_secs(90),
+        || {
+            let sets = sets.clone();
+            async move {
+                let status = sets.get("queue").await.ok()?.status?;
+                (status.ready_replicas == Some(2)).then_some(())
+            }
+        },
+    )
+    .await;
+    let claims: Api<PersistentVolumeClaim> = ns.api();
+    for ordinal in 0..2 {
+        let claim = claims.get(&format!("data-queue-{ordinal}")).await.unwrap();
+        let phase = claim.status.and_then(|s| s.phase);
+        assert_eq!(phase.as_deref(), Some("Bound"), "claim of pod {ordinal}");
+    }
     ns.delete().await;
 }
 
