@@ -4,7 +4,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use futures::{FutureExt, StreamExt};
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
@@ -166,7 +166,7 @@ pub async fn run(
 
     let collector_controller = collector_controller
         .owns(scope.api::<ConfigMap>(&client), managed.clone())
-        .owns(scope.api::<Deployment>(&client), managed.clone())
+        .owns(scope.api::<StatefulSet>(&client), managed.clone())
         .owns(scope.api::<Service>(&client), managed.clone())
         .watches_shared_stream(secret_events, {
             let collectors = collector_store.clone();

@@ -266,7 +266,7 @@ fn expected_cluster_rules() -> Vec<PolicyRule> {
         ),
         rule(
             "apps",
-            &["deployments"],
+            &["statefulsets"],
             &["get", "list", "watch", "patch", "create"],
         ),
         rule("events.k8s.io", &["events"], &["create", "patch"]),

@@ -6,7 +6,7 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::apps::v1::{ControllerRevision, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Event as CoreEvent, Secret, Service};
 use kube::ResourceExt;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -201,15 +201,15 @@ impl Env {
         .await;
     }
 
-    async fn deployment(&self, collector: &str) -> Option<Deployment> {
+    async fn workload(&self, collector: &str) -> Option<StatefulSet> {
         self.ns
-            .api::<Deployment>()
+            .api::<StatefulSet>()
             .get_opt(&format!("{collector}-collector"))
             .await
             .ok()?
     }
 
-    /// Waits until the collector is Ready, its Deployment Available and nothing is moving.
+    /// Waits until the collector is Ready, its StatefulSet Available and nothing is moving.
     async fn wait_settled(&self, collector: &str) {
         self.wait_condition("collector", collector, "Ready", "True")
             .await;
@@ -239,8 +239,7 @@ impl Env {
         let mut versions = BTreeMap::new();
         self.versions_of::<ConfigMap>("cm", &mut versions).await;
         self.versions_of::<Secret>("secret", &mut versions).await;
-        self.versions_of::<Deployment>("deploy", &mut versions)
-            .await;
+        self.versions_of::<StatefulSet>("sts", &mut versions).await;
         self.versions_of::<Service>("svc", &mut versions).await;
         self.versions_of::<TelemetryTenant>("tenant", &mut versions)
             .await;
@@ -342,7 +341,7 @@ async fn a_collector_routes_exactly_its_tenants_and_keeps_secrets_out_of_sight()
         .await;
     assert_eq!(reason, "NoCollectorInRegion");
 
-    // The Deployment becomes Available on the plane's nodes, and the collector says so.
+    // The StatefulSet becomes Available on the plane's nodes, and the collector says so.
     env.wait_condition("collector", "westeurope", "Available", "True")
         .await;
     env.wait_settled("westeurope").await;
@@ -356,8 +355,8 @@ async fn a_collector_routes_exactly_its_tenants_and_keeps_secrets_out_of_sight()
     assert_eq!(status.tenant_count, 3);
     assert_eq!(status.routed_tenants, vec!["acme", "globex", "initech"]);
     assert_eq!(status.ready_replicas, 1);
-    let deployment = env.deployment("westeurope").await.unwrap();
-    let annotations = deployment
+    let workload = env.workload("westeurope").await.unwrap();
+    let annotations = workload
         .spec
         .unwrap()
         .template
@@ -504,7 +503,7 @@ async fn changing_a_tenants_redaction_rolls_the_collector_once() {
     env.tenant("globex", 2, &["westeurope"], json!({})).await;
     env.wait_routed("westeurope", &["acme", "globex"]).await;
     env.wait_settled("westeurope").await;
-    let before = env.deployment("westeurope").await.unwrap();
+    let before = env.workload("westeurope").await.unwrap();
     let generation = before.metadata.generation.unwrap();
     let hash = before
         .spec
@@ -540,7 +539,7 @@ async fn changing_a_tenants_redaction_rolls_the_collector_once() {
     )
     .await;
     env.wait_settled("westeurope").await;
-    let after = env.deployment("westeurope").await.unwrap();
+    let after = env.workload("westeurope").await.unwrap();
     assert_eq!(
         after.metadata.generation.unwrap(),
         generation + 1,
@@ -556,17 +555,13 @@ async fn changing_a_tenants_redaction_rolls_the_collector_once() {
         .unwrap()["telemux.io/config-hash"]
         .clone();
     assert_ne!(new_hash, hash);
-    let replica_sets = env
+    let revisions = env
         .ns
-        .api::<ReplicaSet>()
+        .api::<ControllerRevision>()
         .list(&ListParams::default())
         .await
         .unwrap();
-    assert_eq!(
-        replica_sets.items.len(),
-        2,
-        "one ReplicaSet before, one after"
-    );
+    assert_eq!(revisions.items.len(), 2, "one revision before, one after");
     // The other tenant's pipeline is untouched by acme's additions.
     let config = env
         .ns
@@ -865,6 +860,29 @@ async fn the_api_server_rejects_invalid_specs_with_readable_messages() {
         stderr.contains("tenantId is immutable"),
         "kubectl said: {stderr}"
     );
+
+    // A collector's queue volume is its StatefulSet's claim template: fixed once created,
+    // whether it was set or defaulted.
+    let collectors = ns.api::<RegionalCollector>();
+    let collector: RegionalCollector = serde_json::from_value(json!({
+        "apiVersion": "telemux.io/v1alpha1", "kind": "RegionalCollector",
+        "metadata": { "name": "westeurope" },
+        "spec": { "region": "westeurope" }
+    }))
+    .unwrap();
+    collectors
+        .create(&PostParams::default(), &collector)
+        .await
+        .unwrap();
+    let resize = json!({ "spec": { "queueVolume": { "size": "20Gi" } } });
+    let refused = collectors
+        .patch("westeurope", &PatchParams::default(), &Patch::Merge(resize))
+        .await
+        .expect_err("a queue volume change was accepted");
+    assert!(
+        refused.to_string().contains("queueVolume is immutable"),
+        "{refused}"
+    );
     ns.delete().await;
 }
 
@@ -878,7 +896,7 @@ async fn a_burst_of_tenants_causes_few_rollouts() {
     env.wait_routed("westeurope", &["first"]).await;
     env.wait_settled("westeurope").await;
     let generation = env
-        .deployment("westeurope")
+        .workload("westeurope")
         .await
         .unwrap()
         .metadata
@@ -895,7 +913,7 @@ async fn a_burst_of_tenants_causes_few_rollouts() {
     env.wait_routed("westeurope", &expected).await;
     env.wait_settled("westeurope").await;
     let rollouts = env
-        .deployment("westeurope")
+        .workload("westeurope")
         .await
         .unwrap()
         .metadata
@@ -950,7 +968,7 @@ async fn a_config_the_collector_rejects_is_never_rolled_out() {
     })
     .await;
     env.wait_settled("westeurope").await;
-    let live_hash = |d: Deployment| {
+    let live_hash = |d: StatefulSet| {
         d.spec
             .unwrap()
             .template
@@ -960,7 +978,7 @@ async fn a_config_the_collector_rejects_is_never_rolled_out() {
             .unwrap()["telemux.io/config-hash"]
             .clone()
     };
-    let before = live_hash(env.deployment("westeurope").await.unwrap());
+    let before = live_hash(env.workload("westeurope").await.unwrap());
     let config_before = env
         .ns
         .api::<ConfigMap>()
@@ -988,7 +1006,7 @@ async fn a_config_the_collector_rejects_is_never_rolled_out() {
     assert!(message.contains("error parsing regexp"), "{message}");
     env.wait_quiet("westeurope").await;
     assert_eq!(
-        live_hash(env.deployment("westeurope").await.unwrap()),
+        live_hash(env.workload("westeurope").await.unwrap()),
         before,
         "the last good config stays live"
     );

@@ -509,13 +509,13 @@ async fn a_recreated_component_rolls_the_collector_with_its_new_connection_strin
     env.wait_reason("acme", "True", "Provisioned").await;
     // The connection string reaches pods through the Secret: its hash rolls them.
     let hash = || async {
-        let deployment = env
+        let workload = env
             .ns
-            .api::<k8s_openapi::api::apps::v1::Deployment>()
+            .api::<k8s_openapi::api::apps::v1::StatefulSet>()
             .get_opt("westeurope-collector")
             .await
             .ok()??;
-        deployment
+        workload
             .spec?
             .template
             .metadata?

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{ResourceRequirements, Toleration};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
@@ -93,6 +94,40 @@ pub struct RegionalCollectorSpec {
     /// Additions to the collector pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_template: Option<PodOverrides>,
+
+    /// The volume each collector pod keeps its exporters' queues on: a PersistentVolumeClaim
+    /// per pod, which outlives restarts and rollouts, so what the collector acknowledged is
+    /// not lost while a tenant's App Insights is unreachable. Fixed once created.
+    #[serde(default)]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("queueVolume is immutable: it is the collector StatefulSet's volume claim template"))]
+    pub queue_volume: QueueVolume,
+}
+
+/// The collector pods' queue volume.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueVolume {
+    /// Capacity of each pod's claim. The tenants' queue budgets (by tier) are scaled down to
+    /// fit it.
+    #[serde(default = "default_queue_volume_size")]
+    pub size: Quantity,
+    /// StorageClass of the claims; the cluster's default class when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub storage_class_name: Option<String>,
+}
+
+fn default_queue_volume_size() -> Quantity {
+    Quantity("10Gi".into())
+}
+
+impl Default for QueueVolume {
+    fn default() -> Self {
+        QueueVolume {
+            size: default_queue_volume_size(),
+            storage_class_name: None,
+        }
+    }
 }
 
 fn default_replicas() -> i32 {

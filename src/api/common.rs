@@ -28,7 +28,7 @@ pub mod condition_types {
     pub const ROUTED: &str = "Routed";
     /// Collector: the rendered configuration was accepted.
     pub const CONFIG_VALID: &str = "ConfigValid";
-    /// Collector: its Deployment has the requested replicas available.
+    /// Collector: its StatefulSet has the requested replicas available and up to date.
     pub const AVAILABLE: &str = "Available";
 }
 

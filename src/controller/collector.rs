@@ -1,10 +1,10 @@
 //! Reconciles a RegionalCollector: gather its tenants → plan and render (pure) → ConfigMap and
-//! Secret → Deployment carrying their hashes → Service → status.
+//! Secret → StatefulSet carrying their hashes → Service → status.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
@@ -229,7 +229,7 @@ async fn refuse_rollout(
 ) -> Result<Action> {
     let mut status = collector.status.clone().unwrap_or_default();
     status.observed_generation = collector.metadata.generation;
-    let live = ctx_deployment(ctx, collector, namespace).await?;
+    let live = live_workload(ctx, collector, namespace).await?;
     let decided = vec![
         Decided::new(CONFIG_VALID, Status::False, reason, message),
         available_condition(collector, live.as_ref()),
@@ -238,15 +238,17 @@ async fn refuse_rollout(
     Ok(Action::requeue(ctx.settings.resync))
 }
 
-/// The collector's current Deployment, if any.
-async fn ctx_deployment(
+/// The collector's current StatefulSet, if any.
+async fn live_workload(
     ctx: &Context,
     collector: &RegionalCollector,
     namespace: &str,
-) -> Result<Option<Deployment>> {
-    Ok(Api::<Deployment>::namespaced(ctx.client.clone(), namespace)
-        .get_opt(&desired::workload_name(collector))
-        .await?)
+) -> Result<Option<StatefulSet>> {
+    Ok(
+        Api::<StatefulSet>::namespaced(ctx.client.clone(), namespace)
+            .get_opt(&desired::workload_name(collector))
+            .await?,
+    )
 }
 
 #[tracing::instrument(skip_all, fields(namespace = collector.namespace(), name = collector.name_any()))]
@@ -287,10 +289,10 @@ async fn reconcile_inner(collector: Arc<RegionalCollector>, ctx: Arc<Context>) -
     )
     .await?;
     let secret_hash = desired::secret_hash(&plan.secret_files);
-    let deployment = apply(
+    let workload = apply(
         &ctx.client,
         &namespace,
-        &desired::deployment(&collector, &rendered.hash, &secret_hash),
+        &desired::stateful_set(&collector, &rendered.hash, &secret_hash),
     )
     .await?;
     apply(&ctx.client, &namespace, &desired::service(&collector)).await?;
@@ -318,7 +320,7 @@ async fn reconcile_inner(collector: Arc<RegionalCollector>, ctx: Arc<Context>) -
         observed_generation: collector.metadata.generation,
         conditions: Vec::new(),
         config_hash: Some(rendered.hash.clone()),
-        ready_replicas: deployment
+        ready_replicas: workload
             .status
             .as_ref()
             .and_then(|s| s.ready_replicas)
@@ -330,7 +332,7 @@ async fn reconcile_inner(collector: Arc<RegionalCollector>, ctx: Arc<Context>) -
     };
     let decided = vec![
         config_valid,
-        available_condition(&collector, Some(&deployment)),
+        available_condition(&collector, Some(&workload)),
     ];
     finish(&collector, &ctx, decided, status).await?;
     Ok(Action::requeue(ctx.settings.resync))
@@ -436,9 +438,9 @@ async fn ensure_platform_credential(
     Ok(hash)
 }
 
-fn available_condition(collector: &RegionalCollector, deployment: Option<&Deployment>) -> Decided {
+fn available_condition(collector: &RegionalCollector, workload: Option<&StatefulSet>) -> Decided {
     let want = collector.spec.replicas;
-    let Some(deployment) = deployment else {
+    let Some(workload) = workload else {
         return Decided::new(
             AVAILABLE,
             Status::Unknown,
@@ -446,11 +448,13 @@ fn available_condition(collector: &RegionalCollector, deployment: Option<&Deploy
             "no configuration has been rolled out",
         );
     };
-    let status = deployment.status.clone().unwrap_or_default();
-    let current = status.observed_generation >= deployment.metadata.generation;
+    let status = workload.status.clone().unwrap_or_default();
+    // A rolling update is over when the revision every pod runs is the one wanted.
+    let current = status.observed_generation >= workload.metadata.generation
+        && status.current_revision == status.update_revision;
     let updated = status.updated_replicas.unwrap_or(0);
     let available = status.available_replicas.unwrap_or(0);
-    let total = status.replicas.unwrap_or(0);
+    let total = status.replicas;
     if want == 0 {
         Decided::new(
             AVAILABLE,

@@ -8,9 +8,12 @@
 //! being assembled and the batches in flight, `(consumers + 1) × batch`. Those must all fit
 //! below the memory_limiter's soft limit, or one tenant's outage would make the limiter refuse
 //! every tenant: so the batch size is derived from the collector's memory limit and the number
-//! of exporters it runs.
+//! of exporters it runs. Likewise on disk: the queues share one volume per pod, and a full
+//! volume would refuse every tenant, so when the tiers' queues add up to more than the volume
+//! holds, all of them are scaled down by one factor.
 
 use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use crate::api::tenant::Tier;
 
@@ -44,6 +47,13 @@ impl Tier {
     }
 }
 
+/// Below this a queue cannot hold even a few batches.
+const MIN_QUEUE_BYTES: u64 = 4 * 1024 * 1024;
+/// The share of the queue volume the queues may fill; the rest is for bbolt's own overhead.
+const DISK_SHARE_PERCENT: u64 = 80;
+/// The queue volume's size when the spec sets none.
+pub const DEFAULT_QUEUE_VOLUME_BYTES: u64 = 10 * 1024 * 1024 * 1024;
+
 /// The queue settings of every exporter of one collector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueueBudget {
@@ -56,6 +66,45 @@ pub struct QueueBudget {
     /// False when even the smallest batch cannot keep every exporter below the soft limit:
     /// too many tenants for the collector's memory (sharding is the answer).
     pub fits: bool,
+    /// Parts per million of its tier's queue that each exporter gets on disk (1,000,000: all).
+    pub disk_share_ppm: u64,
+}
+
+impl QueueBudget {
+    /// The on-disk queue of one exporter instance of a tenant of `tier`.
+    pub fn queue_bytes(&self, tier: Tier) -> u64 {
+        let scaled = u128::from(tier.queue_bytes()) * u128::from(self.disk_share_ppm) / 1_000_000;
+        u64::try_from(scaled)
+            .unwrap_or(u64::MAX)
+            .max(MIN_QUEUE_BYTES)
+    }
+}
+
+/// Splits the exporters' share of the queue volume over their tiers' queues: each gets its
+/// tier's queue when all fit, else the same fraction of it. Compaction writes a copy of one
+/// queue file beside it, so the largest queue is kept free as well.
+pub fn disk_share_ppm(volume_bytes: u64, tiers: &[Tier]) -> u64 {
+    let wanted: u64 = tiers.iter().map(|t| t.queue_bytes()).sum();
+    let largest = tiers.iter().map(|t| t.queue_bytes()).max().unwrap_or(0);
+    let usable = (volume_bytes / 100 * DISK_SHARE_PERCENT).saturating_sub(largest);
+    if wanted == 0 || usable >= wanted {
+        return 1_000_000;
+    }
+    // usable < wanted here, so this is below 1,000,000; u128 keeps the product exact.
+    (u128::from(usable) * 1_000_000 / u128::from(wanted)) as u64
+}
+
+/// The queue budget of a collector whose exporters serve `tiers` (one entry per exporter
+/// instance, i.e. per exporter and signal).
+pub fn collector_queue_budget(
+    memory_limit_bytes: u64,
+    volume_bytes: u64,
+    tiers: &[Tier],
+) -> QueueBudget {
+    QueueBudget {
+        disk_share_ppm: disk_share_ppm(volume_bytes, tiers),
+        ..queue_budget(memory_limit_bytes, tiers.len() as u64)
+    }
 }
 
 /// Splits the exporters' share of the soft limit over `exporter_instances`.
@@ -71,27 +120,39 @@ pub fn queue_budget(memory_limit_bytes: u64, exporter_instances: u64) -> QueueBu
         in_memory_bytes,
         soft_limit_bytes,
         fits: in_memory_bytes <= share,
+        disk_share_ppm: 1_000_000,
     }
 }
 
+/// Bytes of a quantity field, or the default when unset.
+pub fn quantity_bytes(
+    quantity: &Quantity,
+    field: &'static str,
+) -> Result<u64, InvalidMemoryQuantity> {
+    parse_memory_quantity(&quantity.0).ok_or_else(|| InvalidMemoryQuantity {
+        field,
+        value: quantity.0.clone(),
+    })
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("resources.limits.memory {0:?} is not a memory quantity (e.g. 1Gi, 512Mi, 2G)")]
-pub struct InvalidMemoryQuantity(pub String);
+#[error("{field} {value:?} is not a quantity of bytes (e.g. 1Gi, 512Mi, 2G)")]
+pub struct InvalidMemoryQuantity {
+    pub field: &'static str,
+    pub value: String,
+}
 
 /// The collector container's memory limit in bytes: its limit, else its request, else the
 /// default limit the Deployment gets.
 pub fn memory_limit_bytes(
     resources: Option<&ResourceRequirements>,
 ) -> Result<u64, InvalidMemoryQuantity> {
-    let quantity = resources.and_then(|r| {
-        r.limits
-            .as_ref()
-            .and_then(|l| l.get("memory"))
-            .or_else(|| r.requests.as_ref().and_then(|l| l.get("memory")))
-    });
-    match quantity {
-        Some(q) => parse_memory_quantity(&q.0).ok_or_else(|| InvalidMemoryQuantity(q.0.clone())),
-        None => Ok(DEFAULT_MEMORY_LIMIT_BYTES),
+    let limit = resources.and_then(|r| r.limits.as_ref()?.get("memory"));
+    let request = resources.and_then(|r| r.requests.as_ref()?.get("memory"));
+    match (limit, request) {
+        (Some(q), _) => quantity_bytes(q, "resources.limits.memory"),
+        (None, Some(q)) => quantity_bytes(q, "resources.requests.memory"),
+        (None, None) => Ok(DEFAULT_MEMORY_LIMIT_BYTES),
     }
 }
 
@@ -175,7 +236,10 @@ mod tests {
         assert_eq!(memory_limit_bytes(None), Ok(DEFAULT_MEMORY_LIMIT_BYTES));
         assert_eq!(
             memory_limit_bytes(Some(&resources(Some("lots"), None))),
-            Err(InvalidMemoryQuantity("lots".into()))
+            Err(InvalidMemoryQuantity {
+                field: "resources.limits.memory",
+                value: "lots".into()
+            })
         );
     }
 
@@ -205,6 +269,32 @@ mod tests {
         let too_many = queue_budget(1024 * MIB, 3000);
         assert_eq!(too_many.batch_bytes, MIN_BATCH_BYTES);
         assert!(!too_many.fits);
+    }
+
+    #[test]
+    fn queues_that_fit_the_volume_keep_their_tier_size() {
+        let tiers = [Tier::Standard; 30];
+        let budget = collector_queue_budget(1024 * MIB, DEFAULT_QUEUE_VOLUME_BYTES, &tiers);
+        assert_eq!(budget.disk_share_ppm, 1_000_000);
+        assert_eq!(
+            budget.queue_bytes(Tier::Standard),
+            Tier::Standard.queue_bytes()
+        );
+    }
+
+    #[test]
+    fn queues_that_overflow_the_volume_shrink_alike_and_fit() {
+        // 100 standard tenants with three signals want 300 × 64 MiB = 18.75 GiB of 10 GiB.
+        let mut tiers = vec![Tier::Standard; 300];
+        tiers.extend([Tier::Premium; 3]);
+        let volume = DEFAULT_QUEUE_VOLUME_BYTES;
+        let budget = collector_queue_budget(1024 * MIB, volume, &tiers);
+        assert!(budget.disk_share_ppm < 1_000_000);
+        let total: u64 = tiers.iter().map(|t| budget.queue_bytes(*t)).sum();
+        let largest = budget.queue_bytes(Tier::Premium);
+        assert!(total + largest <= volume, "{total} + {largest} > {volume}");
+        // The tiers keep their order.
+        assert!(budget.queue_bytes(Tier::Standard) < budget.queue_bytes(Tier::Premium));
     }
 
     #[test]

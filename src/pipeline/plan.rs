@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::core::{Selector, SelectorExt};
 
-use super::delivery::memory_limit_bytes;
+use super::delivery::{InvalidMemoryQuantity, memory_limit_bytes, quantity_bytes};
 use super::{
     BLOB_CONNECTION_STRING_FILE, HTPASSWD_FILE, PLATFORM_CONNECTION_STRING_FILE, PLATFORM_USER,
     tenant_connection_string_file,
@@ -114,6 +114,8 @@ pub struct CollectorPlan {
     pub secret_files: BTreeMap<String, String>,
     /// The collector container's memory limit, which the exporters' queues are budgeted from.
     pub memory_limit_bytes: u64,
+    /// The size of each collector pod's queue volume, which their queues share.
+    pub queue_volume_bytes: u64,
 }
 
 /// A tenant the caller has already decided to leave out (by TelemetryTenant name), with why.
@@ -135,11 +137,14 @@ pub fn plan_collector_with_vetoes(
         reason: "InvalidSpec",
         message: e.message,
     })?;
+    let invalid_quantity = |e: InvalidMemoryQuantity| CollectorPlanError {
+        reason: "InvalidSpec",
+        message: e.to_string(),
+    };
     let memory_limit_bytes =
-        memory_limit_bytes(spec.resources.as_ref()).map_err(|e| CollectorPlanError {
-            reason: "InvalidSpec",
-            message: e.to_string(),
-        })?;
+        memory_limit_bytes(spec.resources.as_ref()).map_err(invalid_quantity)?;
+    let queue_volume_bytes =
+        quantity_bytes(&spec.queue_volume.size, "queueVolume.size").map_err(invalid_quantity)?;
     let selector = match &spec.tenant_selector {
         Some(s) => Some(
             Selector::try_from(s.clone()).map_err(|e| CollectorPlanError {
@@ -334,6 +339,7 @@ pub fn plan_collector_with_vetoes(
         rejected,
         secret_files,
         memory_limit_bytes,
+        queue_volume_bytes,
     })
 }
 

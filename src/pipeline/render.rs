@@ -16,7 +16,8 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
 use super::delivery::{
-    MEMORY_LIMIT_PERCENTAGE, MEMORY_SPIKE_PERCENTAGE, QUEUE_CONSUMERS, QueueBudget, queue_budget,
+    MEMORY_LIMIT_PERCENTAGE, MEMORY_SPIKE_PERCENTAGE, QUEUE_CONSUMERS, QueueBudget,
+    collector_queue_budget,
 };
 use super::plan::{CollectorPlan, RoutedTenant};
 use super::{
@@ -145,7 +146,11 @@ fn build(plan: &CollectorPlan, secrets_dir: &str) -> CollectorConfig {
             "compaction": { "directory": QUEUE_DIR, "on_start": true, "on_rebound": true },
         }),
     );
-    let budget = queue_budget(plan.memory_limit_bytes, exporter_instances(plan));
+    let budget = collector_queue_budget(
+        plan.memory_limit_bytes,
+        plan.queue_volume_bytes,
+        &exporter_tiers(plan),
+    );
 
     let auth = json!({ "authenticator": "basicauth/ingest" });
     receivers.insert(
@@ -229,7 +234,7 @@ fn build(plan: &CollectorPlan, secrets_dir: &str) -> CollectorConfig {
                 "sending_queue": {
                     "enabled": true,
                     "sizer": "bytes",
-                    "queue_size": Tier::Premium.queue_bytes(),
+                    "queue_size": budget.queue_bytes(Tier::Premium),
                     "storage": QUEUE_STORAGE,
                     "batch": { "flush_timeout": "5s", "sizer": "bytes", "min_size": budget.batch_bytes, "max_size": budget.batch_bytes },
                 },
@@ -393,24 +398,26 @@ fn tenant_exporter(tenant_id: &str) -> String {
     format!("telemux_appinsights/tenant_{tenant_id}")
 }
 
-/// Exporter instances the collector runs: one per App Insights exporter and signal it serves.
-fn exporter_instances(plan: &CollectorPlan) -> u64 {
-    let tenants: u64 = plan
+/// The tier of every exporter instance the collector runs: one per queued exporter and
+/// signal. The platform's and the regional copy's queues are sized as premium.
+fn exporter_tiers(plan: &CollectorPlan) -> Vec<Tier> {
+    let mut tiers: Vec<Tier> = plan
         .routed
         .iter()
-        .map(|t| Signal::ALL.iter().filter(|s| s.enabled_for(t)).count() as u64)
-        .sum();
-    let platform = if plan.platform.as_ref().is_some_and(|p| p.has_sink) {
-        Signal::ALL.len() as u64
-    } else {
-        0
-    };
-    let blob = if plan.blob_containers.is_some() {
-        Signal::ALL.len() as u64
-    } else {
-        0
-    };
-    tenants + platform + blob
+        .flat_map(|t| {
+            Signal::ALL
+                .iter()
+                .filter(|s| s.enabled_for(t))
+                .map(|_| t.tier)
+        })
+        .collect();
+    let shared_sinks = usize::from(plan.platform.as_ref().is_some_and(|p| p.has_sink))
+        + usize::from(plan.blob_containers.is_some());
+    tiers.extend(std::iter::repeat_n(
+        Tier::Premium,
+        shared_sinks * Signal::ALL.len(),
+    ));
+    tiers
 }
 
 /// A tenant's (or the platform's) App Insights exporter: a persistent queue bounded in bytes by
@@ -429,7 +436,7 @@ fn appinsights_exporter(connection_string: String, tier: Tier, budget: &QueueBud
         "sending_queue": {
             "enabled": true,
             "sizer": "bytes",
-            "queue_size": tier.queue_bytes(),
+            "queue_size": budget.queue_bytes(tier),
             "num_consumers": QUEUE_CONSUMERS,
             "block_on_overflow": false,
             "storage": QUEUE_STORAGE,

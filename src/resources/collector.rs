@@ -1,15 +1,21 @@
 //! Objects owned by a RegionalCollector: its config (ConfigMap), its secret material (Secret),
-//! its platform credential, the collector Deployment and its Service.
+//! its platform credential, the collector StatefulSet and its Service.
+//!
+//! A StatefulSet, not a Deployment: each collector pod keeps its exporters' queues on a volume
+//! claim of its own, which the pod that replaces it in a rollout (same ordinal) mounts again,
+//! so a rollout while a tenant's App Insights is down loses nothing.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::apps::v1::{
+    StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
+};
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
-    HTTPGetAction, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
-    SeccompProfile, Secret, SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec,
-    Volume, VolumeMount,
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, HTTPGetAction,
+    PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSecurityContext, PodSpec, PodTemplateSpec,
+    Probe, ResourceRequirements, SeccompProfile, Secret, SecretVolumeSource, SecurityContext,
+    Service, ServicePort, ServiceSpec, Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -30,8 +36,8 @@ use crate::pipeline::{
 /// Keys of the platform credential Secret (same shape as a tenant's).
 pub use super::tenant::{BCRYPT_KEY, PASSWORD_KEY, USERNAME_KEY};
 
-/// The volume of the exporters' persistent queues.
-const QUEUE_VOLUME: &str = "queue";
+/// The volume (claim template) of the exporters' persistent queues.
+pub const QUEUE_VOLUME: &str = "queue";
 
 /// User id of the upstream collector images.
 const COLLECTOR_UID: i64 = 10001;
@@ -170,13 +176,13 @@ fn tcp_port(name: &str, port: i32) -> ContainerPort {
     }
 }
 
-/// The collector Deployment. The pod template carries the hashes of config and Secret: a change
+/// The collector StatefulSet. The pod template carries the hashes of config and Secret: a change
 /// of either rolls the pods, and no change leaves the template, and so the pods, alone.
-pub fn deployment(
+pub fn stateful_set(
     collector: &RegionalCollector,
     config_hash: &str,
     secret_hash: &str,
-) -> Deployment {
+) -> StatefulSet {
     let spec = &collector.spec;
     let overrides = spec.pod_template.clone().unwrap_or_default();
     let mut pod_labels = overrides.labels.clone();
@@ -241,10 +247,15 @@ pub fn deployment(
         ]),
         ..Container::default()
     };
-    Deployment {
+    StatefulSet {
         metadata: meta(collector, workload_name(collector), "collector"),
-        spec: Some(DeploymentSpec {
+        spec: Some(StatefulSetSpec {
             replicas: Some(spec.replicas),
+            // Collector pods are interchangeable behind the Service: start and stop them all at
+            // once; rollouts still replace one at a time.
+            pod_management_policy: Some("Parallel".into()),
+            // Required by the API; the pods need no DNS names of their own.
+            service_name: Some(workload_name(collector)),
             selector: LabelSelector {
                 match_labels: Some(selector_labels(collector)),
                 ..LabelSelector::default()
@@ -263,6 +274,7 @@ pub fn deployment(
                         run_as_non_root: Some(true),
                         run_as_user: Some(COLLECTOR_UID),
                         run_as_group: Some(COLLECTOR_UID),
+                        // The queue volume is writable by the collector's group.
                         fs_group: Some(COLLECTOR_UID),
                         seccomp_profile: Some(SeccompProfile {
                             type_: "RuntimeDefault".into(),
@@ -270,6 +282,8 @@ pub fn deployment(
                         }),
                         ..PodSecurityContext::default()
                     }),
+                    // Time to finish the requests in flight and close the queues cleanly.
+                    termination_grace_period_seconds: Some(TERMINATION_GRACE_SECONDS),
                     node_selector: (!overrides.node_selector.is_empty())
                         .then_some(overrides.node_selector),
                     tolerations: (!overrides.tolerations.is_empty())
@@ -293,20 +307,50 @@ pub fn deployment(
                             }),
                             ..Volume::default()
                         },
-                        // The exporters' persistent queues: they survive a restart of the
-                        // container (crash, OOM kill), which the read-only root cannot hold.
-                        Volume {
-                            name: QUEUE_VOLUME.into(),
-                            empty_dir: Some(EmptyDirVolumeSource::default()),
-                            ..Volume::default()
-                        },
                     ]),
                     ..PodSpec::default()
                 }),
             },
-            ..DeploymentSpec::default()
+            volume_claim_templates: Some(vec![queue_claim_template(collector)]),
+            persistent_volume_claim_retention_policy: Some(
+                StatefulSetPersistentVolumeClaimRetentionPolicy {
+                    // Deleting the collector deletes its queues; scaling down keeps a removed
+                    // pod's queue for when it is scaled up again, to deliver what it holds.
+                    when_deleted: Some("Delete".into()),
+                    when_scaled: Some("Retain".into()),
+                },
+            ),
+            ..StatefulSetSpec::default()
         }),
-        ..Deployment::default()
+        ..StatefulSet::default()
+    }
+}
+
+/// Seconds a stopping collector pod gets before it is killed.
+const TERMINATION_GRACE_SECONDS: i64 = 60;
+
+/// The claim each collector pod gets for its queues (`queue-<name>-collector-<ordinal>`).
+fn queue_claim_template(collector: &RegionalCollector) -> PersistentVolumeClaim {
+    let volume = &collector.spec.queue_volume;
+    PersistentVolumeClaim {
+        metadata: ObjectMeta {
+            name: Some(QUEUE_VOLUME.into()),
+            labels: Some(selector_labels(collector)),
+            ..ObjectMeta::default()
+        },
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".into()]),
+            storage_class_name: volume.storage_class_name.clone(),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([(
+                    "storage".to_owned(),
+                    volume.size.clone(),
+                )])),
+                ..VolumeResourceRequirements::default()
+            }),
+            ..PersistentVolumeClaimSpec::default()
+        }),
+        ..PersistentVolumeClaim::default()
     }
 }
 

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::PostParams;
 use serde_json::{Value, json};
@@ -217,7 +217,7 @@ impl Harness {
     /// The collector workload's pod template annotations: a change of them is a rollout.
     pub async fn pod_template_annotations(&self) -> BTreeMap<String, String> {
         self.ns
-            .api::<Deployment>()
+            .api::<StatefulSet>()
             .get(&format!("{COLLECTOR}-collector"))
             .await
             .ok()
