@@ -436,7 +436,7 @@ cat <<EOF
   kubectl describe ttenant acme -n ${NAMESPACE}
   kubectl describe rcol ${COLLECTOR} -n ${NAMESPACE}
   curl -s '${INGESTION_ENDPOINT}_emulator/envelopes?ikey=${IKEY[acme]}' | jq '.[0].raw'
-  curl -s http://127.0.0.1:${COLLECTOR_METRICS_PORT}/metrics | grep otelcol_exporter_sent_spans
+  curl -s http://127.0.0.1:${COLLECTOR_METRICS_PORT}/metrics | grep ^telemux_appinsights_items
 
   The operator serves namespace ${NAMESPACE} only: add your own tenants there.
   Logs: ${DEMO_DIR}/{operator,emulator,collector}.log
