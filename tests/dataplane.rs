@@ -15,6 +15,8 @@ use telemux_testkit::ingestion::Fault;
 use std::time::Duration;
 
 const WAIT: Duration = support::dataplane::WAIT;
+/// Items App Insights accepted, as the tenant's exporter counts them.
+const SUCCEEDED: &str = "telemux_appinsights_items_succeeded";
 /// PII the baseline must redact, in every place telemetry carries text.
 const PII: [&str; 5] = [
     "10.20.30.40",
@@ -394,6 +396,32 @@ async fn a_failing_ingestion_delays_only_its_own_tenant_and_loses_nothing() {
     h.ingestion.clear_fault(&ikey(2));
     for (i, name) in tenants.iter().enumerate() {
         h.wait_delivered(i + 1, &[&marker(name)]).await;
+    }
+    // Each exporter's success count is what its App Insights accepted, type by type.
+    for (i, name) in tenants.iter().enumerate() {
+        let mut accepted: BTreeMap<&str, f64> = BTreeMap::new();
+        for envelope in h.ingestion.envelopes_for(&ikey(i + 1)) {
+            let kind = match envelope.base_type.as_deref() {
+                Some("RequestData") => "REQUEST",
+                Some("RemoteDependencyData") => "DEPENDENCY",
+                Some("MessageData") => "TRACE",
+                Some("ExceptionData") => "EXCEPTION",
+                Some("EventData") => "CUSTOM_EVENT",
+                Some("MetricData") => "CUSTOM_METRIC",
+                other => panic!("unexpected envelope type {other:?}"),
+            };
+            *accepted.entry(kind).or_default() += 1.0;
+        }
+        assert_eq!(accepted.len(), 3, "{name}: requests, messages and metrics");
+        let exporter = format!(r#"exporter="telemux_appinsights/tenant_{name}""#);
+        for (kind, count) in accepted {
+            let label = format!(r#"telemetry_type="{kind}""#);
+            collector
+                .wait_metric_at_least(SUCCEEDED, &[&exporter, &label], count)
+                .await;
+            let counted = collector.metric_sum(SUCCEEDED, &[&exporter, &label]).await;
+            assert_eq!(counted, count, "{name}: {kind} counted vs accepted");
+        }
     }
     collector.stop().await;
     h.teardown().await;
