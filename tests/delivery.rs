@@ -7,12 +7,19 @@
 mod support;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use serde_json::json;
-use support::dataplane::{Harness, REGION, TenantDef, ikey};
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::Container;
+use serde_json::{Value, json};
+use support::dataplane::{COLLECTOR, Harness, REGION, TenantDef, ikey};
 use support::eventually;
 use support::otlp::{Credential, numbered_spans, post};
+use telemux::pipeline::delivery::{
+    MEMORY_LIMIT_PERCENTAGE, MEMORY_SPIKE_PERCENTAGE, parse_memory_quantity,
+};
 use telemux_testkit::collector::LocalCollector;
 use telemux_testkit::ingestion::Fault;
 
@@ -25,6 +32,8 @@ const PER_REQUEST: usize = 10;
 const SUCCEEDED: &str = "telemux_appinsights_items_succeeded";
 const DROPPED: &str = "telemux_appinsights_items_dropped";
 const RETRIED: &str = "telemux_appinsights_items_retried";
+/// The OTLP receiver's count of spans whose request it answered with an error.
+const RECEIVER_REFUSED: &str = "otelcol_receiver_refused_spans";
 
 fn exporter_label(tenant: &str) -> String {
     format!(r#"exporter="telemux_appinsights/tenant_{tenant}""#)
@@ -107,19 +116,34 @@ async fn wait_answered(h: &Harness, n: usize, status: u16, since: usize) {
 }
 
 async fn harness_with(test: &str, tenants: &[&str]) -> Option<Harness> {
+    let tenants: Vec<(&str, Value)> = tenants.iter().map(|t| (*t, json!({}))).collect();
+    harness_with_specs(test, json!({}), &tenants).await
+}
+
+/// A collector in [`REGION`] whose spec adds `collector` (e.g. resources), and tenants
+/// `(name, extra spec)`, tenant `i` (from 0) under instrumentation key `ikey(i + 1)`.
+async fn harness_with_specs(
+    test: &str,
+    collector: Value,
+    tenants: &[(&str, Value)],
+) -> Option<Harness> {
     let h = Harness::start(test, false).await?;
-    h.collector(json!({ "region": REGION, "replicas": 1 }))
-        .await;
-    for (i, name) in tenants.iter().enumerate() {
+    let mut spec = json!({ "region": REGION, "replicas": 1 });
+    if let (Some(spec), Some(extra)) = (spec.as_object_mut(), collector.as_object()) {
+        spec.extend(extra.clone());
+    }
+    h.collector(spec).await;
+    for (i, (name, extra)) in tenants.iter().enumerate() {
         h.tenant(&TenantDef {
             name,
             n: i + 1,
             regions: &[REGION],
-            extra: json!({}),
+            extra: extra.clone(),
         })
         .await;
     }
-    h.wait_rendered(tenants, &[]).await;
+    let names: Vec<&str> = tenants.iter().map(|(name, _)| *name).collect();
+    h.wait_rendered(&names, &[]).await;
     Some(h)
 }
 
@@ -398,4 +422,366 @@ async fn every_answer_of_app_insights_is_handled_and_counted_truthfully() {
 
     collector.stop().await;
     h.teardown().await;
+}
+
+/// How long the noisy neighbour floods, and the quiet tenants send beside it.
+const FLOOD: Duration = Duration::from_secs(20);
+/// Concurrent senders of the noisy tenant, each posting as soon as its last request was
+/// answered, and the most requests they send in all.
+const NOISY_SENDERS: usize = 8;
+const NOISY_MAX_REQUESTS: usize = 2_000;
+/// Spans per noisy request, each with an attribute of this many bytes.
+const NOISY_SPANS: usize = 200;
+const NOISY_PAYLOAD_BYTES: usize = 2 * 1024;
+/// Each quiet tenant sends a request of this many spans every interval.
+const QUIET_INTERVAL: Duration = Duration::from_millis(200);
+const QUIET_PER_REQUEST: usize = 10;
+/// Bound on one request during the flood: an answer that long in coming counts as none.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Posts an OTLP/HTTP JSON trace request; the status, or 0 when no answer came.
+async fn post_traces(
+    client: &reqwest::Client,
+    base: &str,
+    credential: &Credential,
+    body: String,
+) -> u16 {
+    match client
+        .post(format!("{base}/v1/traces"))
+        .header("content-type", "application/json")
+        .header("authorization", credential.header())
+        .body(body)
+        .send()
+        .await
+    {
+        Ok(response) => response.status().as_u16(),
+        Err(error) => {
+            eprintln!("no answer to a trace request: {error}");
+            0
+        }
+    }
+}
+
+/// `NOISY_SPANS` spans, each with a `NOISY_PAYLOAD_BYTES` attribute that no redaction pattern
+/// matches.
+fn noisy_body() -> String {
+    let mut body = numbered_spans(&[], "noisy", 0, NOISY_SPANS);
+    let payload: String = ('a'..='z').cycle().take(NOISY_PAYLOAD_BYTES).collect();
+    let spans = body["resourceSpans"][0]["scopeSpans"][0]["spans"]
+        .as_array_mut()
+        .unwrap();
+    for span in spans {
+        span["attributes"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({ "key": "payload", "value": { "stringValue": payload } }));
+    }
+    body.to_string()
+}
+
+/// The containers of the collector workload's pod template (a StatefulSet, or a Deployment).
+async fn workload_containers(h: &Harness) -> Option<Vec<Container>> {
+    let name = format!("{COLLECTOR}-collector");
+    let template = match h.ns.api::<StatefulSet>().get(&name).await {
+        Ok(workload) => workload.spec?.template,
+        Err(_) => {
+            h.ns.api::<Deployment>()
+                .get(&name)
+                .await
+                .ok()?
+                .spec?
+                .template
+        }
+    };
+    Some(template.spec?.containers)
+}
+
+/// The collector container's memory limit as the operator's workload sets it, in bytes.
+async fn workload_memory_limit(h: &Harness) -> u64 {
+    eventually("the collector workload's memory limit", WAIT, || async {
+        let containers = workload_containers(h).await?;
+        let limit = containers.iter().find_map(|c| {
+            c.resources
+                .as_ref()?
+                .limits
+                .as_ref()?
+                .get("memory")
+                .cloned()
+        })?;
+        Some(parse_memory_quantity(&limit.0).expect("a memory quantity"))
+    })
+    .await
+}
+
+#[tokio::test]
+async fn one_tenant_flooding_a_failing_app_insights_costs_no_other_tenant_a_request() {
+    const MIB: u64 = 1024 * 1024;
+    let memory = "256Mi";
+    let quiet = ["quiet-a", "quiet-b", "quiet-c"];
+    // Tenant `noisy` is key 1, the quiet ones keys 2..=4.
+    let mut tenants = vec![("noisy", json!({ "tier": "free" }))];
+    tenants.extend(quiet.iter().map(|q| (*q, json!({ "tier": "standard" }))));
+    let resources = json!({ "resources": {
+        "limits": { "memory": memory }, "requests": { "memory": memory }
+    }});
+    let Some(h) = harness_with_specs("delivery-noisy", resources, &tenants).await else {
+        return;
+    };
+
+    // The collector runs in a memory cgroup with the limit its workload (pod) sets.
+    let limit = workload_memory_limit(&h).await;
+    assert_eq!(
+        Some(limit),
+        parse_memory_quantity(memory),
+        "the workload's memory limit"
+    );
+    let (config, files) = h.rendered().await;
+    let mut collector =
+        match LocalCollector::start_in_cgroup(&h.otelcol, &config, &files, limit).await {
+            Ok(collector) => collector,
+            Err(why) => {
+                if std::env::var_os("CI").is_some() {
+                    panic!("a memory cgroup is required under CI: {why}");
+                }
+                eprintln!("SKIPPED: {why}");
+                h.teardown().await;
+                return;
+            }
+        };
+    // memory_limiter read the cgroup's limit: it refuses above (80 - 20) % of it.
+    let limit_mib = limit * MEMORY_LIMIT_PERCENTAGE / 100 / MIB;
+    let spike_mib = limit * MEMORY_SPIKE_PERCENTAGE / 100 / MIB;
+    let log = collector.log_text();
+    assert!(
+        log.contains(&format!(r#""limit_mib": {limit_mib}"#))
+            && log.contains(&format!(r#""spike_limit_mib": {spike_mib}"#)),
+        "memory_limiter did not read the cgroup's limit ({limit_mib} MiB, spike {spike_mib} MiB):\n{log}"
+    );
+
+    h.ingestion.set_fault(
+        &ikey(1),
+        Fault::Status {
+            code: 503,
+            retry_after: None,
+        },
+    );
+    let http = reqwest::Client::builder()
+        .timeout(REQUEST_TIMEOUT)
+        .build()
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + FLOOD;
+
+    // The quiet tenants: a request of numbered spans every interval, each answer recorded.
+    let mut quiet_senders = Vec::new();
+    for name in quiet {
+        let credential = h.tenant_credential(name).await;
+        let (http, base) = (http.clone(), collector.otlp_http.clone());
+        quiet_senders.push(tokio::spawn(async move {
+            let mut interval = tokio::time::interval(QUIET_INTERVAL);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut statuses = Vec::new();
+            let mut slowest = Duration::ZERO;
+            while tokio::time::Instant::now() < deadline {
+                interval.tick().await;
+                let from = statuses.len() * QUIET_PER_REQUEST;
+                let body = numbered_spans(&[], name, from, QUIET_PER_REQUEST).to_string();
+                let sent = tokio::time::Instant::now();
+                statuses.push(post_traces(&http, &base, &credential, body).await);
+                slowest = slowest.max(sent.elapsed());
+            }
+            (statuses, slowest)
+        }));
+    }
+    // The noisy tenant: large requests, as fast as the collector answers.
+    let noisy = h.tenant_credential("noisy").await;
+    let body = noisy_body();
+    let budget = Arc::new(AtomicUsize::new(0));
+    let mut noisy_senders = Vec::new();
+    for _ in 0..NOISY_SENDERS {
+        let (http, base, credential) = (http.clone(), collector.otlp_http.clone(), noisy.clone());
+        let (body, budget) = (body.clone(), budget.clone());
+        noisy_senders.push(tokio::spawn(async move {
+            let mut statuses = Vec::new();
+            while tokio::time::Instant::now() < deadline
+                && budget.fetch_add(1, Ordering::Relaxed) < NOISY_MAX_REQUESTS
+            {
+                let status = post_traces(&http, &base, &credential, body.clone()).await;
+                statuses.push(status);
+                if status == 0 {
+                    break;
+                }
+            }
+            statuses
+        }));
+    }
+    let mut quiet_statuses = Vec::new();
+    let mut quiet_slowest = Duration::ZERO;
+    for sender in quiet_senders {
+        let (statuses, slowest) = sender.await.unwrap();
+        quiet_statuses.push(statuses);
+        quiet_slowest = quiet_slowest.max(slowest);
+    }
+    let mut noisy_statuses: Vec<u16> = Vec::new();
+    for sender in noisy_senders {
+        noisy_statuses.extend(sender.await.unwrap());
+    }
+
+    // The collector survived the flood within its limit.
+    let cgroup = collector.cgroup().expect("the collector's cgroup");
+    let oom_kills = cgroup.oom_kills().unwrap();
+    let peak = cgroup.peak_bytes().unwrap();
+    let exited = collector.exit_status();
+    assert_eq!(
+        exited,
+        None,
+        "the collector died during the flood (OOM kills: {oom_kills:?}); its log ends:\n{}",
+        log_tail(&collector.log_text())
+    );
+    assert_eq!(
+        oom_kills.unwrap_or_default(),
+        0,
+        "OOM kills in the collector's cgroup"
+    );
+
+    let count = |statuses: &[u16], status: u16| statuses.iter().filter(|s| **s == status).count();
+    let noisy_accepted = count(&noisy_statuses, 200);
+    let noisy_refused = count(&noisy_statuses, 503);
+    let quiet_requests: usize = quiet_statuses.iter().map(Vec::len).sum();
+    let quiet_refused: usize = quiet_statuses.iter().map(|s| s.len() - count(s, 200)).sum();
+    eprintln!(
+        "noisy: {} requests ({} spans each): {noisy_accepted} accepted, {noisy_refused} refused (503); \
+         quiet: {quiet_requests} requests, {quiet_refused} not accepted, slowest answer {quiet_slowest:?}",
+        noisy_statuses.len(),
+        NOISY_SPANS,
+    );
+
+    // Every quiet request was accepted, and every quiet span arrived, once.
+    for (i, (name, statuses)) in quiet.iter().zip(&quiet_statuses).enumerate() {
+        let others: Vec<(usize, &u16)> = statuses
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| **s != 200)
+            .collect();
+        assert!(
+            others.is_empty(),
+            "{name}: requests (index, status) not accepted: {others:?}\n{}",
+            refusal_lines(&collector.log_text())
+        );
+        assert!(!statuses.is_empty(), "{name} sent nothing");
+        assert_delivered_once(&h, i + 2, name, statuses.len() * QUIET_PER_REQUEST).await;
+    }
+
+    // The noisy tenant filled its own queue and was refused, with a retryable status only.
+    assert!(
+        noisy_statuses.iter().all(|s| *s == 200 || *s == 503),
+        "noisy got answers other than 200 and 503: {:?}",
+        noisy_statuses
+            .iter()
+            .filter(|s| **s != 200 && **s != 503)
+            .collect::<Vec<_>>()
+    );
+    assert!(noisy_accepted > 0, "noisy's queue accepted nothing");
+    assert!(noisy_refused > 0, "noisy's free-tier queue never filled");
+    // Each refused span is counted as dropped because the queue was full, and nothing else of
+    // noisy's is dropped (App Insights' 503 is retried).
+    let refused_spans = (noisy_refused * NOISY_SPANS) as f64;
+    let capacity = r#"drop_code="CLIENT_PERSISTENCE_CAPACITY""#;
+    collector
+        .wait_metric_at_least(
+            DROPPED,
+            &[
+                &exporter_label("noisy"),
+                capacity,
+                r#"telemetry_type="REQUEST""#,
+            ],
+            refused_spans,
+        )
+        .await;
+    let counted = collector
+        .metric_sum(DROPPED, &[&exporter_label("noisy"), capacity])
+        .await;
+    let all_dropped = collector
+        .metric_sum(DROPPED, &[&exporter_label("noisy")])
+        .await;
+    let retried = collector
+        .metric_sum(RETRIED, &[&exporter_label("noisy")])
+        .await;
+    eprintln!(
+        "noisy: {refused_spans} spans refused, {counted} counted dropped with CLIENT_PERSISTENCE_CAPACITY \
+         ({all_dropped} dropped in all), {retried} retried"
+    );
+    assert_eq!(
+        counted,
+        refused_spans,
+        "noisy's spans dropped for a full queue vs spans of its refused requests\n{}",
+        refusal_lines(&collector.log_text())
+    );
+    assert_eq!(
+        all_dropped, refused_spans,
+        "noisy's dropped spans, any reason"
+    );
+    // The receiver refused exactly those: nothing of any tenant was refused before it reached
+    // an exporter (memory_limiter).
+    let receiver_refused = collector.metric_sum(RECEIVER_REFUSED, &[]).await;
+    eprintln!("the receiver refused {receiver_refused} spans");
+    assert_eq!(receiver_refused, refused_spans, "{RECEIVER_REFUSED}");
+    for name in quiet {
+        let dropped = collector
+            .metric_sum(DROPPED, &[&exporter_label(name)])
+            .await;
+        assert_eq!(dropped, 0.0, "{name}'s dropped spans");
+    }
+
+    // Still under the limit once the quiet backlog drained.
+    let cgroup = collector.cgroup().expect("the collector's cgroup");
+    let peak_now = cgroup.peak_bytes().unwrap();
+    let stat = |keys: &[&str]| mib(keys.iter().find_map(|k| cgroup.stat(k).ok().flatten()));
+    eprintln!(
+        "collector cgroup ({:?}): limit {}; peak {} after the flood, {} at the end; now {} \
+         (anonymous {}, page cache {}); hit the limit {} times; OOM kills {:?}",
+        cgroup.version(),
+        mib(Some(limit)),
+        mib(peak),
+        mib(peak_now),
+        mib(cgroup.usage_bytes().ok()),
+        stat(&["total_rss", "anon"]),
+        stat(&["total_cache", "file"]),
+        cgroup.limit_hits().unwrap(),
+        cgroup.oom_kills().unwrap(),
+    );
+    assert_eq!(cgroup.oom_kills().unwrap().unwrap_or_default(), 0);
+    if let Some(peak) = peak_now {
+        assert!(peak < limit, "peak {peak} bytes reached the limit {limit}");
+    }
+    assert_eq!(collector.exit_status(), None, "the collector died");
+    let log = collector.log_text();
+    assert!(
+        !log.contains("Refusing data"),
+        "memory_limiter refused data:\n{}",
+        refusal_lines(&log)
+    );
+
+    collector.stop().await;
+    h.teardown().await;
+}
+
+fn mib(bytes: Option<u64>) -> String {
+    bytes.map_or("?".to_owned(), |b| {
+        format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0))
+    })
+}
+
+/// The last lines of the collector's log, for a failure message.
+fn log_tail(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}
+
+/// The collector's log lines about refusing data or memory, for a failure message.
+fn refusal_lines(log: &str) -> String {
+    log.lines()
+        .filter(|l| l.contains("efus") || l.contains("emory"))
+        .take(40)
+        .collect::<Vec<_>>()
+        .join("\n")
 }

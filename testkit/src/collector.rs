@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use crate::cgroup::MemoryCgroup;
+
 /// Where the operator mounts the collector's Secret in its pods.
 const SECRETS_MOUNT: &str = "/etc/telemux/secrets";
 /// Where the operator mounts the collector's queue volume in its pods.
@@ -30,6 +32,9 @@ pub struct LocalCollector {
     ports: LoopbackPorts,
     args: Vec<String>,
     child: tokio::process::Child,
+    /// The memory cgroup every process of this collector runs in, if any. Declared after
+    /// `child`, so that a dropped collector's process is killed before the cgroup is removed.
+    cgroup: Option<MemoryCgroup>,
     /// Starts of the collector process so far (restarts included), for log file names.
     starts: usize,
     dir: tempfile::TempDir,
@@ -112,6 +117,30 @@ impl LocalCollector {
     /// Starts `binary` with the rendered `config` and the Secret's `files`, and waits until its
     /// health check answers.
     pub async fn start(binary: &Path, config: &str, files: &BTreeMap<String, Vec<u8>>) -> Self {
+        Self::start_with(binary, config, files, None).await
+    }
+
+    /// Like [`Self::start`], but the collector runs in a memory cgroup of its own limited to
+    /// `limit_bytes`, as in a container with that memory limit: it joins the cgroup before it
+    /// executes (so its memory_limiter reads the limit at start), and so does every process of
+    /// a restart or rollout. `Err` says why no usable memory cgroup could be made here; the
+    /// collector is then not started.
+    pub async fn start_in_cgroup(
+        binary: &Path,
+        config: &str,
+        files: &BTreeMap<String, Vec<u8>>,
+        limit_bytes: u64,
+    ) -> Result<Self, String> {
+        let cgroup = MemoryCgroup::create(limit_bytes)?;
+        Ok(Self::start_with(binary, config, files, Some(cgroup)).await)
+    }
+
+    async fn start_with(
+        binary: &Path,
+        config: &str,
+        files: &BTreeMap<String, Vec<u8>>,
+        cgroup: Option<MemoryCgroup>,
+    ) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("telemux-collector-")
             .tempdir()
@@ -120,7 +149,7 @@ impl LocalCollector {
         let args =
             prepare(dir.path(), config, files, ports).expect("writing the collector's files");
         let log = dir.path().join("collector.log");
-        let child = spawn(binary, &args, &log);
+        let child = spawn(binary, &args, &log, cgroup.as_ref());
         let mut collector = LocalCollector {
             otlp_http: format!("http://127.0.0.1:{}", ports.http),
             otlp_grpc: format!("127.0.0.1:{}", ports.grpc),
@@ -131,11 +160,24 @@ impl LocalCollector {
             ports,
             args,
             child,
+            cgroup,
             starts: 1,
             dir,
         };
         collector.wait_healthy().await;
         collector
+    }
+
+    /// The memory cgroup the collector runs in (see [`Self::start_in_cgroup`]).
+    pub fn cgroup(&self) -> Option<&MemoryCgroup> {
+        self.cgroup.as_ref()
+    }
+
+    /// How the current collector process ended, or `None` while it runs.
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .try_wait()
+            .expect("polling the collector process")
     }
 
     /// The directory standing in for the pod's queue volume.
@@ -211,7 +253,7 @@ impl LocalCollector {
             .dir
             .path()
             .join(format!("collector.{}.log", self.starts));
-        self.child = spawn(&self.binary, &self.args, &self.log);
+        self.child = spawn(&self.binary, &self.args, &self.log, self.cgroup.as_ref());
         self.wait_healthy().await;
     }
 
@@ -276,14 +318,27 @@ impl LocalCollector {
     }
 }
 
-fn spawn(binary: &Path, args: &[String], log: &Path) -> tokio::process::Child {
+fn spawn(
+    binary: &Path,
+    args: &[String],
+    log: &Path,
+    cgroup: Option<&MemoryCgroup>,
+) -> tokio::process::Child {
     let out = std::fs::File::create(log).expect("creating the collector's log");
-    tokio::process::Command::new(binary)
+    let mut command = tokio::process::Command::new(binary);
+    command
         .args(args)
         .env_remove(CONNECTION_STRING_ENV)
         .stdout(Stdio::from(out.try_clone().expect("a log file handle")))
         .stderr(Stdio::from(out))
-        .kill_on_drop(true)
-        .spawn()
-        .expect("starting the collector")
+        .kill_on_drop(true);
+    if let Some(cgroup) = cgroup {
+        let hook = cgroup
+            .pre_exec_hook()
+            .unwrap_or_else(|e| panic!("opening {}/cgroup.procs: {e}", cgroup.path().display()));
+        // SAFETY: the hook only calls getpid and write on a file opened beforehand, which are
+        // async-signal-safe, and allocates nothing (see `MemoryCgroup::pre_exec_hook`).
+        unsafe { command.pre_exec(hook) };
+    }
+    command.spawn().expect("starting the collector")
 }
