@@ -353,3 +353,42 @@ fn dedup_against(tenant: &[String], baseline: &[String]) -> Vec<String> {
         .cloned()
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sources(spec: serde_json::Value) -> CollectorSources {
+        serde_json::from_value(serde_json::json!({ "spec": spec, "tenants": [] })).unwrap()
+    }
+
+    #[test]
+    fn quantities_that_are_not_bytes_refuse_the_collector_and_name_the_field() {
+        for (spec, field) in [
+            (
+                serde_json::json!({ "region": "westeurope", "queueVolume": { "size": "lots" } }),
+                "queueVolume.size",
+            ),
+            (
+                serde_json::json!({ "region": "westeurope", "resources": { "limits": { "memory": "1GB" } } }),
+                "resources.limits.memory",
+            ),
+        ] {
+            let error = plan_collector(&sources(spec)).unwrap_err();
+            assert_eq!(error.reason, "InvalidSpec");
+            assert!(error.message.starts_with(field), "{}", error.message);
+        }
+    }
+
+    #[test]
+    fn the_plan_carries_the_budget_inputs() {
+        let plan = plan_collector(&sources(serde_json::json!({
+            "region": "westeurope",
+            "resources": { "limits": { "memory": "512Mi" } },
+            "queueVolume": { "size": "2Gi" }
+        })))
+        .unwrap();
+        assert_eq!(plan.memory_limit_bytes, 512 * 1024 * 1024);
+        assert_eq!(plan.queue_volume_bytes, 2 * 1024 * 1024 * 1024);
+    }
+}
