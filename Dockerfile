@@ -16,10 +16,13 @@ ARG GO_IMAGE=golang:1.26-bookworm
 ARG RUNTIME_IMAGE=gcr.io/distroless/static-debian12:nonroot
 
 # --- the collector: built exactly as `make collector` builds it (collector builder,
-# --- versions from e2e/collector/versions.env, CGO_ENABLED=0, so static).
+# --- versions from e2e/collector/versions.env, telemux_appinsights from
+# --- collector/appinsightsexporter, CGO_ENABLED=0, so static). Dockerfile.collector builds
+# --- the collector pods' image with a copy of this stage.
 FROM ${GO_IMAGE} AS collector
 WORKDIR /src
 COPY e2e/collector/ e2e/collector/
+COPY collector/appinsightsexporter/ collector/appinsightsexporter/
 ENV XDG_CACHE_HOME=/cache GOTOOLCHAIN=local CGO_ENABLED=0
 # Go's build cache follows XDG_CACHE_HOME (/cache/go-build); the module cache is GOPATH's.
 RUN --mount=type=cache,target=/go/pkg/mod \

@@ -61,6 +61,16 @@ struct RunArgs {
     /// configurations are rolled out unchecked and ConfigValid says so.
     #[arg(long, env = "TELEMUX_COLLECTOR_BINARY")]
     collector_binary: Option<std::path::PathBuf>,
+    /// Image of the collector pods of RegionalCollectors whose spec sets no `image`: the
+    /// telemux collector distribution (Dockerfile.collector), the same build as
+    /// `--collector-binary`. It must carry telemux's `telemux_appinsights` exporter.
+    #[arg(
+        long,
+        env = "TELEMUX_COLLECTOR_IMAGE",
+        default_value = telemux::api::collector::DEFAULT_COLLECTOR_IMAGE,
+        value_parser = clap::builder::NonEmptyStringValueParser::new()
+    )]
+    collector_image: String,
     #[command(flatten)]
     azure: AzureArgs,
 }
@@ -278,6 +288,7 @@ async fn run_operator(args: RunArgs) -> std::process::ExitCode {
     let settings = Settings {
         collector_debounce: Duration::from_millis(args.collector_debounce_ms),
         collector_binary: args.collector_binary,
+        collector_image: args.collector_image,
         azure,
         ..Settings::default()
     };
@@ -340,5 +351,37 @@ async fn run_operator(args: RunArgs) -> std::process::ExitCode {
             tracing::error!(%error, "exiting");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::{Cli, Command};
+
+    fn collector_image(args: &[&str]) -> Result<String, clap::Error> {
+        let cli = Cli::try_parse_from(["telemux", "run"].iter().chain(args))?;
+        match cli.command {
+            Command::Run(run) => Ok(run.collector_image),
+            Command::Crds { .. } => unreachable!("parsed `run`"),
+        }
+    }
+
+    #[test]
+    fn collector_image_defaults_to_the_telemux_distribution_and_can_be_set() {
+        Cli::command().debug_assert();
+        // The environment's TELEMUX_COLLECTOR_IMAGE would be the default: not under test.
+        if std::env::var_os("TELEMUX_COLLECTOR_IMAGE").is_none() {
+            assert_eq!(
+                collector_image(&[]).unwrap(),
+                telemux::api::collector::DEFAULT_COLLECTOR_IMAGE
+            );
+        }
+        assert_eq!(
+            collector_image(&["--collector-image=registry.example/telemux-otelcol:1"]).unwrap(),
+            "registry.example/telemux-otelcol:1"
+        );
+        assert!(collector_image(&["--collector-image="]).is_err());
     }
 }

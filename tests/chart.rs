@@ -389,6 +389,11 @@ const BAD_VALUES: &[(&str, &str, &str)] = &[
         "serviceAccount:\n  create: false\n",
         "/serviceAccount/name",
     ),
+    (
+        "collector-repository-with-a-tag",
+        "collector:\n  image:\n    repository: otel/opentelemetry-collector-contrib:0.161.0\n",
+        "/collector/image/repository",
+    ),
 ];
 
 fn assert_schema_refusal(output: &Output, case: &str, location: &str) {
@@ -478,6 +483,7 @@ fn default_render_runs_the_operator_least_privileged_and_restricted() {
         "--log-format=json",
         "--metrics-bind-address=0.0.0.0:8080",
         "--collector-binary=/usr/local/bin/otelcol-telemux",
+        "--collector-image=telemux-otelcol:0.161.0-telemux",
         "--leader-elect",
         "--leader-election-namespace=$(POD_NAMESPACE)",
         "--azure-credential=auto",
@@ -546,6 +552,66 @@ fn default_render_runs_the_operator_least_privileged_and_restricted() {
     assert_eq!(service["spec"]["ports"][0]["port"], 8080);
 }
 
+/// The `--collector-image` flag the chart passes to the operator.
+fn collector_image_arg(docs: &[Value]) -> String {
+    let args = args_of(find(docs, "Deployment"));
+    let images: Vec<&String> = args
+        .iter()
+        .filter(|a| a.starts_with("--collector-image="))
+        .collect();
+    assert_eq!(images.len(), 1, "one --collector-image in {args:?}");
+    images[0].clone()
+}
+
+#[test]
+fn collectors_default_to_the_telemux_distribution_image_or_the_one_set() {
+    let Some(helm) = Helm::offline() else {
+        return;
+    };
+    // By default: the distribution the operator validates with, the operator's own default.
+    let docs = documents(&helm.template("rel", "telemux-system", &[]));
+    assert_eq!(
+        collector_image_arg(&docs),
+        "--collector-image=telemux-otelcol:0.161.0-telemux"
+    );
+    assert_eq!(
+        collector_image_arg(&docs),
+        format!(
+            "--collector-image={}",
+            telemux::api::collector::DEFAULT_COLLECTOR_IMAGE
+        ),
+        "the chart and the operator default to the same collector image"
+    );
+
+    // A registry of one's own keeps the default tag; a tag set is passed through.
+    let docs = documents(&helm.template(
+        "rel",
+        "telemux-system",
+        &[
+            "--set",
+            "collector.image.repository=registry.example:5000/platform/telemux-otelcol",
+        ],
+    ));
+    assert_eq!(
+        collector_image_arg(&docs),
+        "--collector-image=registry.example:5000/platform/telemux-otelcol:0.161.0-telemux"
+    );
+    let docs = documents(&helm.template(
+        "rel",
+        "telemux-system",
+        &[
+            "--set",
+            "collector.image.repository=registry.example/telemux-otelcol",
+            "--set",
+            "collector.image.tag=0.161.0-telemux.2",
+        ],
+    ));
+    assert_eq!(
+        collector_image_arg(&docs),
+        "--collector-image=registry.example/telemux-otelcol:0.161.0-telemux.2"
+    );
+}
+
 #[test]
 fn azure_identities_reach_the_pod() {
     let Some(helm) = Helm::offline() else {
@@ -590,6 +656,7 @@ fn azure_identities_reach_the_pod() {
         "--azure-client-secret-file=/var/run/secrets/telemux/azure/secret",
         "--namespace=tenants",
         "--otlp-endpoint=http://otel-collector.observability:4318",
+        "--collector-image=example.invalid/telemux-otelcol:0.161.0-telemux-test",
     ] {
         assert!(
             args.iter().any(|a| a == expected),

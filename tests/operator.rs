@@ -7,7 +7,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{ControllerRevision, StatefulSet};
-use k8s_openapi::api::core::v1::{ConfigMap, Event as CoreEvent, Secret, Service};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Event as CoreEvent, PersistentVolumeClaim, Secret, Service,
+};
 use kube::ResourceExt;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
@@ -356,18 +358,34 @@ async fn a_collector_routes_exactly_its_tenants_and_keeps_secrets_out_of_sight()
     assert_eq!(status.routed_tenants, vec!["acme", "globex", "initech"]);
     assert_eq!(status.ready_replicas, 1);
     let workload = env.workload("westeurope").await.unwrap();
-    let annotations = workload
-        .spec
-        .unwrap()
-        .template
-        .metadata
-        .unwrap()
-        .annotations
-        .unwrap();
+    let spec = workload.spec.unwrap();
+    let annotations = spec.template.metadata.unwrap().annotations.unwrap();
     assert_eq!(
         annotations.get("telemux.io/config-hash"),
         status.config_hash.as_ref()
     );
+    // The pods run telemux's collector image (the one carrying its exporter), and each keeps
+    // its queues on a claim of its own, bound on the plane.
+    let container = &spec.template.spec.unwrap().containers[0];
+    assert_eq!(
+        container.image.as_deref(),
+        Some(telemux::api::collector::DEFAULT_COLLECTOR_IMAGE)
+    );
+    assert!(
+        container
+            .volume_mounts
+            .iter()
+            .flatten()
+            .any(|m| m.name == "queue" && m.mount_path == telemux::pipeline::QUEUE_DIR),
+        "the queue volume is mounted where the config keeps the queues"
+    );
+    let claim = env
+        .ns
+        .api::<PersistentVolumeClaim>()
+        .get("queue-westeurope-collector-0")
+        .await
+        .unwrap();
+    assert_eq!(claim.status.and_then(|s| s.phase).as_deref(), Some("Bound"));
     for owned in [
         env.ns
             .api::<ConfigMap>()

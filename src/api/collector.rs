@@ -11,9 +11,12 @@ use serde::{Deserialize, Serialize};
 
 use super::common::{SecretKeyRef, conditions_schema};
 
-/// The upstream contrib collector image of the collector version telemux renders and validates
-/// for (e2e/collector/versions.env, OTELCOL_VERSION).
-pub const DEFAULT_COLLECTOR_IMAGE: &str = "otel/opentelemetry-collector-contrib:0.161.0";
+/// The telemux collector distribution's image (Dockerfile.collector), tagged with the version
+/// install-collector.sh stamps into the distribution (`${OTELCOL_VERSION#v}-telemux`, from
+/// e2e/collector/versions.env): the same build the operator validates configurations with. It
+/// carries telemux's own exporter (`telemux_appinsights`), which upstream images lack. The
+/// operator's `--collector-image` overrides it (the chart passes its `collector.image`).
+pub const DEFAULT_COLLECTOR_IMAGE: &str = "telemux-otelcol:0.161.0-telemux";
 
 /// Baseline: IPv4 addresses (seed 004's collector template).
 pub const IPV4_PATTERN: &str = r"(?:[0-9]{1,3}\.){3}[0-9]{1,3}";
@@ -57,7 +60,9 @@ pub struct RegionalCollectorSpec {
     #[schemars(range(min = 0, max = 100))]
     pub replicas: i32,
 
-    /// Collector image; defaults to the upstream contrib image telemux renders for.
+    /// Collector image; defaults to the operator's collector image (`--collector-image`),
+    /// the telemux collector distribution. It must carry every component telemux renders,
+    /// including its `telemux_appinsights` exporter: upstream collector images do not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
 

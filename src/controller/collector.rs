@@ -292,7 +292,12 @@ async fn reconcile_inner(collector: Arc<RegionalCollector>, ctx: Arc<Context>) -
     let workload = apply(
         &ctx.client,
         &namespace,
-        &desired::stateful_set(&collector, &rendered.hash, &secret_hash),
+        &desired::stateful_set(
+            &collector,
+            &rendered.hash,
+            &secret_hash,
+            &ctx.settings.collector_image,
+        ),
     )
     .await?;
     apply(&ctx.client, &namespace, &desired::service(&collector)).await?;

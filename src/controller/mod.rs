@@ -88,6 +88,8 @@ pub struct Settings {
     pub resync: Duration,
     /// Collector binary whose `validate` checks every new configuration before rollout.
     pub collector_binary: Option<std::path::PathBuf>,
+    /// Image of the collector pods of RegionalCollectors whose spec names no `image`.
+    pub collector_image: String,
     /// Azure Resource Manager access, for tenants whose App Insights telemux provisions.
     pub azure: Option<provision::AzureComponents>,
     pub provision_timings: provision::ProvisionTimings,
@@ -99,6 +101,7 @@ impl Default for Settings {
             collector_debounce: Duration::from_secs(2),
             resync: Duration::from_secs(300),
             collector_binary: None,
+            collector_image: crate::api::collector::DEFAULT_COLLECTOR_IMAGE.to_owned(),
             azure: None,
             provision_timings: provision::ProvisionTimings::default(),
         }

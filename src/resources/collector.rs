@@ -27,7 +27,6 @@ use super::{
     LABEL_INSTANCE, LABEL_NAME, LABEL_REGION, labels, owner_reference,
 };
 use crate::api::RegionalCollector;
-use crate::api::collector::DEFAULT_COLLECTOR_IMAGE;
 use crate::pipeline::render::hex_sha256;
 use crate::pipeline::{
     CONFIG_DIR, CONFIG_FILE, HEALTH_PORT, METRICS_PORT, QUEUE_DIR, RenderedConfig, SECRETS_DIR,
@@ -39,7 +38,7 @@ pub use super::tenant::{BCRYPT_KEY, PASSWORD_KEY, USERNAME_KEY};
 /// The volume (claim template) of the exporters' persistent queues.
 pub const QUEUE_VOLUME: &str = "queue";
 
-/// User id of the upstream collector images.
+/// User id the collector runs as (telemux's collector image, like the upstream ones).
 const COLLECTOR_UID: i64 = 10001;
 
 pub fn workload_name(collector: &RegionalCollector) -> String {
@@ -178,10 +177,13 @@ fn tcp_port(name: &str, port: i32) -> ContainerPort {
 
 /// The collector StatefulSet. The pod template carries the hashes of config and Secret: a change
 /// of either rolls the pods, and no change leaves the template, and so the pods, alone.
+/// `default_image` runs the pods when the spec names no `image` (the operator's
+/// `--collector-image`, by default [`crate::api::collector::DEFAULT_COLLECTOR_IMAGE`]).
 pub fn stateful_set(
     collector: &RegionalCollector,
     config_hash: &str,
     secret_hash: &str,
+    default_image: &str,
 ) -> StatefulSet {
     let spec = &collector.spec;
     let overrides = spec.pod_template.clone().unwrap_or_default();
@@ -204,7 +206,7 @@ pub fn stateful_set(
         image: Some(
             spec.image
                 .clone()
-                .unwrap_or_else(|| DEFAULT_COLLECTOR_IMAGE.to_owned()),
+                .unwrap_or_else(|| default_image.to_owned()),
         ),
         args: Some(vec![format!("--config={CONFIG_DIR}/{CONFIG_FILE}")]),
         ports: Some(vec![
@@ -375,5 +377,36 @@ pub fn service(collector: &RegionalCollector) -> Service {
             ..ServiceSpec::default()
         }),
         ..Service::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::api::RegionalCollector;
+
+    fn image_of(collector: &RegionalCollector, default_image: &str) -> String {
+        let set = super::stateful_set(collector, "config", "secret", default_image);
+        let pod = set.spec.unwrap().template.spec.unwrap();
+        pod.containers[0].image.clone().unwrap()
+    }
+
+    #[test]
+    fn the_spec_image_wins_over_the_operator_default() {
+        let mut collector: RegionalCollector = serde_json::from_value(serde_json::json!({
+            "apiVersion": "telemux.io/v1alpha1",
+            "kind": "RegionalCollector",
+            "metadata": { "name": "westeurope", "namespace": "tenants" },
+            "spec": { "region": "westeurope" },
+        }))
+        .unwrap();
+        assert_eq!(
+            image_of(&collector, "registry.example/telemux-otelcol:1"),
+            "registry.example/telemux-otelcol:1"
+        );
+        collector.spec.image = Some("registry.example/custom-otelcol:2".into());
+        assert_eq!(
+            image_of(&collector, "registry.example/telemux-otelcol:1"),
+            "registry.example/custom-otelcol:2"
+        );
     }
 }

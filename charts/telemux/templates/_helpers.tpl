@@ -54,3 +54,17 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "telemux.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
+
+{{/*
+The collector distribution version the operator renders for and validates with: what
+e2e/collector/install-collector.sh stamps (OTELCOL_VERSION without the v, then -telemux), the
+tag of DEFAULT_COLLECTOR_IMAGE (tests/chart.rs checks they agree).
+*/}}
+{{- define "telemux.collectorDistVersion" -}}
+0.161.0-telemux
+{{- end }}
+
+{{/* The default image of the collector pods (`--collector-image`). */}}
+{{- define "telemux.collectorImage" -}}
+{{- printf "%s:%s" .Values.collector.image.repository (default (include "telemux.collectorDistVersion" .) .Values.collector.image.tag) }}
+{{- end }}
