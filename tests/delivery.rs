@@ -247,6 +247,18 @@ async fn a_rollout_for_another_tenants_change_during_an_outage_loses_nothing() {
     h.ingestion.clear_fault(&ikey(1));
     assert_delivered_once(&h, 1, "before", SPANS).await;
 
+    // The rolled pod's counts are what App Insights accepted since the roll: everything.
+    for (tenant, n) in [("outage", 1), ("newcomer", 2)] {
+        let accepted = h.ingestion.count_for(&ikey(n)) as f64;
+        collector
+            .wait_metric_at_least(SUCCEEDED, &[&exporter_label(tenant)], accepted)
+            .await;
+        let counted = collector
+            .metric_sum(SUCCEEDED, &[&exporter_label(tenant)])
+            .await;
+        assert_eq!(counted, accepted, "{tenant}");
+    }
+
     collector.stop().await;
     h.teardown().await;
 }
