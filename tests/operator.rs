@@ -1099,3 +1099,45 @@ async fn a_problem_that_comes_back_is_one_event_with_a_count() {
     .await;
     env.teardown().await;
 }
+
+#[tokio::test]
+async fn a_collector_too_small_for_its_queues_is_rolled_out_with_a_warning() {
+    use k8s_openapi::api::events::v1::Event;
+    let Some(env) = setup("queue-budget").await else {
+        return;
+    };
+    // 256 KiB: the smallest batches of one tenant's three exporters no longer fit half of
+    // memory_limiter's soft limit.
+    let collector: RegionalCollector = serde_json::from_value(json!({
+        "apiVersion": "telemux.io/v1alpha1", "kind": "RegionalCollector",
+        "metadata": { "name": "tiny" },
+        "spec": { "region": "westeurope", "replicas": 1,
+                  "resources": { "limits": { "memory": "256Ki" } } }
+    }))
+    .unwrap();
+    env.ns
+        .api::<RegionalCollector>()
+        .create(&PostParams::default(), &collector)
+        .await
+        .unwrap();
+    env.tenant("acme", 1, &["westeurope"], json!({})).await;
+    // Still rolled out: refusing would stop every tenant of the region.
+    env.wait_routed("tiny", &["acme"]).await;
+    let events = env.ns.api::<Event>();
+    let note = eventually("a QueueMemoryBudgetExceeded warning", WAIT, || async {
+        events
+            .list(&ListParams::default())
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .find(|e| {
+                e.reason.as_deref() == Some("QueueMemoryBudgetExceeded")
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("tiny")
+            })
+            .and_then(|e| (e.type_.as_deref() == Some("Warning")).then_some(e.note?))
+    })
+    .await;
+    assert!(note.contains("resources.limits.memory"), "{note}");
+    env.teardown().await;
+}

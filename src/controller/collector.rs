@@ -275,6 +275,29 @@ async fn reconcile_inner(collector: Arc<RegionalCollector>, ctx: Arc<Context>) -
         } => (*plan, rendered, condition),
     };
 
+    let budget = crate::pipeline::render::plan_queue_budget(&plan);
+    if !budget.fits {
+        // Rolled out all the same (refusing would stop every tenant of the region), but one
+        // tenant's outage could now make memory_limiter refuse the others: say so.
+        let message = format!(
+            "the exporters' batches may hold {} MiB in memory, more than half of memory_limiter's soft limit ({} MiB): raise resources.limits.memory or serve fewer tenants per collector",
+            budget.in_memory_bytes >> 20,
+            budget.soft_limit_bytes >> 20
+        );
+        tracing::warn!(
+            in_memory_bytes = budget.in_memory_bytes,
+            soft_limit_bytes = budget.soft_limit_bytes,
+            "queue memory budget exceeded"
+        );
+        ctx.event(
+            &*collector,
+            EventType::Warning,
+            "QueueMemoryBudgetExceeded",
+            message,
+        )
+        .await;
+    }
+
     // Config and secrets first, so pods never start on a config whose files are missing.
     apply(
         &ctx.client,

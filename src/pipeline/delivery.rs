@@ -29,8 +29,9 @@ pub const QUEUE_CONSUMERS: u64 = 2;
 /// A batch above this gains little (Breeze accepts large requests, but a 1 MiB gzip body
 /// already carries thousands of items).
 const MAX_BATCH_BYTES: u64 = 1024 * 1024;
-/// Below this a batch is mostly per-request overhead.
-const MIN_BATCH_BYTES: u64 = 64 * 1024;
+/// Below this a batch is mostly per-request overhead. Small enough that every collector a
+/// ConfigMap can describe (about 750 tenants) fits a 1 GiB limit.
+const MIN_BATCH_BYTES: u64 = 16 * 1024;
 /// The collector's memory limit when the spec sets none (the Deployment's default limit).
 pub const DEFAULT_MEMORY_LIMIT_BYTES: u64 = 1024 * 1024 * 1024;
 
@@ -265,8 +266,10 @@ mod tests {
         let hundred_tenants = queue_budget(1024 * MIB, 300);
         assert!(hundred_tenants.batch_bytes < MAX_BATCH_BYTES);
         assert!(hundred_tenants.fits);
-        // 1,000 tenants with every signal do not fit 1 GiB even at the smallest batch.
-        let too_many = queue_budget(1024 * MIB, 3000);
+        // 750 tenants (a full ConfigMap) with every signal still fit 1 GiB...
+        assert!(queue_budget(1024 * MIB, 2250).fits);
+        // ... 3,500 do not, even at the smallest batch.
+        let too_many = queue_budget(1024 * MIB, 10_500);
         assert_eq!(too_many.batch_bytes, MIN_BATCH_BYTES);
         assert!(!too_many.fits);
     }

@@ -146,11 +146,7 @@ fn build(plan: &CollectorPlan, secrets_dir: &str) -> CollectorConfig {
             "compaction": { "directory": QUEUE_DIR, "on_start": true, "on_rebound": true },
         }),
     );
-    let budget = collector_queue_budget(
-        plan.memory_limit_bytes,
-        plan.queue_volume_bytes,
-        &exporter_tiers(plan),
-    );
+    let budget = plan_queue_budget(plan);
 
     let auth = json!({ "authenticator": "basicauth/ingest" });
     receivers.insert(
@@ -396,6 +392,15 @@ const PLATFORM_EXPORTER: &str = "telemux_appinsights/platform";
 
 fn tenant_exporter(tenant_id: &str) -> String {
     format!("telemux_appinsights/tenant_{tenant_id}")
+}
+
+/// How much the plan's exporters may queue on disk and batch in memory.
+pub fn plan_queue_budget(plan: &CollectorPlan) -> QueueBudget {
+    collector_queue_budget(
+        plan.memory_limit_bytes,
+        plan.queue_volume_bytes,
+        &exporter_tiers(plan),
+    )
 }
 
 /// The tier of every exporter instance the collector runs: one per queued exporter and
