@@ -52,6 +52,36 @@ type point struct {
 	hasMin, hasMax bool
 }
 
+// aggregatePoint is what histogram and exponential histogram data points
+// share, and all an Aggregation needs.
+type aggregatePoint interface {
+	Flags() pmetric.DataPointFlags
+	Count() uint64
+	HasSum() bool
+	Sum() float64
+	HasMin() bool
+	Min() float64
+	HasMax() bool
+	Max() float64
+	Timestamp() pcommon.Timestamp
+	StartTimestamp() pcommon.Timestamp
+	Attributes() pcommon.Map
+}
+
+// aggregatedPoints converts the n points at(0..n) into Aggregation metrics.
+func aggregatedPoints[P aggregatePoint](c *converter, res *resource, name string, n int, at func(int) P) {
+	for i := range n {
+		dp := at(i)
+		if dp.Flags().NoRecordedValue() {
+			continue
+		}
+		p, ok := aggregation(dp.Count(), dp.HasSum(), dp.Sum(), dp.HasMin(), dp.Min(), dp.HasMax(), dp.Max())
+		if ok {
+			c.metricPoint(res, name, &p, c.time(dp.Timestamp(), dp.StartTimestamp()), dp.Attributes())
+		}
+	}
+}
+
 func (c *converter) metric(res *resource, m pmetric.Metric) {
 	name := m.Name()
 	switch m.Type() {
@@ -61,28 +91,10 @@ func (c *converter) metric(res *resource, m pmetric.Metric) {
 		c.numberPoints(res, name, m.Sum().DataPoints())
 	case pmetric.MetricTypeHistogram:
 		dps := m.Histogram().DataPoints()
-		for i := range dps.Len() {
-			dp := dps.At(i)
-			if dp.Flags().NoRecordedValue() {
-				continue
-			}
-			p, ok := aggregation(dp.Count(), dp.HasSum(), dp.Sum(), dp.HasMin(), dp.Min(), dp.HasMax(), dp.Max())
-			if ok {
-				c.metricPoint(res, name, &p, c.time(dp.Timestamp(), dp.StartTimestamp()), dp.Attributes())
-			}
-		}
+		aggregatedPoints(c, res, name, dps.Len(), dps.At)
 	case pmetric.MetricTypeExponentialHistogram:
 		dps := m.ExponentialHistogram().DataPoints()
-		for i := range dps.Len() {
-			dp := dps.At(i)
-			if dp.Flags().NoRecordedValue() {
-				continue
-			}
-			p, ok := aggregation(dp.Count(), dp.HasSum(), dp.Sum(), dp.HasMin(), dp.Min(), dp.HasMax(), dp.Max())
-			if ok {
-				c.metricPoint(res, name, &p, c.time(dp.Timestamp(), dp.StartTimestamp()), dp.Attributes())
-			}
-		}
+		aggregatedPoints(c, res, name, dps.Len(), dps.At)
 	case pmetric.MetricTypeSummary:
 		dps := m.Summary().DataPoints()
 		for i := range dps.Len() {
