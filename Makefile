@@ -17,7 +17,7 @@ export OTELCOL_BIN AZURITE_BIN TELEMETRYGEN_BIN
 # helm, for the chart's tests.
 export HELM_BIN
 
-.PHONY: bench-render bench-throughput help build crds fmt-check clippy go-lint go-test lint unit integration e2e test run install-crds clean
+.PHONY: bench-render bench-throughput bench-memory help build crds fmt-check clippy go-lint go-test lint unit integration e2e test run install-crds clean
 
 # telemux's own collector exporter (Go), built into the collector by e2e/collector.
 EXPORTER_DIR := collector/appinsightsexporter
@@ -84,8 +84,11 @@ run: install-crds collector ## Start the local plane, install the CRDs and run t
 bench-render: ## Benchmark planning+rendering a collector config at 10..10,000 tenants
 	$(CARGO) bench --locked --bench render
 
-bench-throughput: collector telemetrygen ## Benchmark spans/s through the real collector at 1, 100 and 1,000 tenants
+bench-throughput: collector telemetrygen ## Spans/s through the real collector at 1, 100 and 1,000 tenants, telemux_appinsights vs azure_monitor
 	$(CARGO) bench --locked --bench throughput
+
+bench-memory: collector ## Idle collector RSS per tenant at 1, 100 and 500 tenants, telemux_appinsights vs azure_monitor
+	$(CARGO) bench --locked --bench idle_memory
 
 clean: cluster-down
 	$(CARGO) clean
