@@ -1,11 +1,15 @@
 package appinsightsexporter
 
 import (
+	"bytes"
+	"compress/flate"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"math"
+	"sync"
 
 	"go.opentelemetry.io/collector/exporter/exporterhelper"
 	"go.opentelemetry.io/collector/exporter/exporterhelper/xexporterhelper"
@@ -15,7 +19,8 @@ import (
 
 // The persistent queue stores each request in this compact binary form:
 //
-//	byte     version (1)
+//	byte     version: 2, then uvarint item count and the rest deflated;
+//	         1 (earlier builds), then the rest as is
 //	varint   base enqueuedAt, Unix nanoseconds (the smallest of the items)
 //	uvarint  item count
 //	per item:
@@ -27,7 +32,23 @@ import (
 //	  bytes    JSON
 //
 // The context is not stored: Unmarshal returns context.Background().
-const encodingVersion = 1
+//
+// Why deflate: the queue's database (bbolt) rewrites whole leaf pages, which
+// hold up to four stored requests, three times per request (store, dispatch,
+// delete). Envelopes compress about 20:1, so each transaction then rewrites a
+// few pages instead of hundreds of kilobytes; that costs less than it saves.
+const (
+	encodingVersion    = 2
+	encodingVersionRaw = 1
+	// maxInflated bounds what one stored request may inflate to, so a corrupt
+	// entry cannot exhaust memory.
+	maxInflated = 1 << 30
+)
+
+var deflaters = sync.Pool{New: func() any {
+	w, _ := flate.NewWriter(io.Discard, flate.BestSpeed)
+	return w
+}}
 
 var typeCodes = []envelope.TelemetryType{
 	1: envelope.Request,
@@ -62,10 +83,32 @@ func (queueEncoding) Marshal(_ context.Context, req xexporterhelper.Request) ([]
 	if !ok {
 		return nil, fmt.Errorf("cannot encode a %T", req)
 	}
-	return marshalRequest(r), nil
+	return marshalRequest(r)
 }
 
-func marshalRequest(r *batchRequest) []byte {
+// marshalRequest writes the version byte, the item count (readable even when
+// the rest is corrupt, so a lost request is still counted), then the deflated
+// body.
+func marshalRequest(r *batchRequest) ([]byte, error) {
+	body := marshalBody(r)
+	var out bytes.Buffer
+	out.Grow(len(body)/8 + 64)
+	out.WriteByte(encodingVersion)
+	out.Write(binary.AppendUvarint(nil, uint64(len(r.entries))))
+	w := deflaters.Get().(*flate.Writer)
+	defer deflaters.Put(w)
+	w.Reset(&out)
+	if _, err := w.Write(body); err != nil {
+		return nil, err
+	}
+	if err := w.Close(); err != nil {
+		return nil, err
+	}
+	return out.Bytes(), nil
+}
+
+// marshalBody is everything after the version byte, uncompressed.
+func marshalBody(r *batchRequest) []byte {
 	var base int64
 	if len(r.entries) > 0 {
 		base = r.entries[0].enqueuedAt
@@ -73,8 +116,7 @@ func marshalRequest(r *batchRequest) []byte {
 			base = min(base, e.enqueuedAt)
 		}
 	}
-	buf := make([]byte, 0, 1+2*binary.MaxVarintLen64+r.bytes+len(r.entries)*(1+2*binary.MaxVarintLen64))
-	buf = append(buf, encodingVersion)
+	buf := make([]byte, 0, 2*binary.MaxVarintLen64+r.bytes+len(r.entries)*(1+2*binary.MaxVarintLen64))
 	buf = binary.AppendVarint(buf, base)
 	buf = binary.AppendUvarint(buf, uint64(len(r.entries)))
 	for _, e := range r.entries {
@@ -110,10 +152,41 @@ func unmarshalRequest(data []byte) (*batchRequest, int, error) {
 	if len(data) == 0 {
 		return nil, 0, fmt.Errorf("%w: empty", errCorrupt)
 	}
-	if data[0] != encodingVersion {
+	switch data[0] {
+	case encodingVersionRaw:
+		// The storage may reuse its buffer: copy what the request keeps.
+		return unmarshalBody(data[1:], true)
+	case encodingVersion:
+		count, n := binary.Uvarint(data[1:])
+		if n <= 0 || count > math.MaxInt32 {
+			return nil, 0, fmt.Errorf("%w: bad item count", errCorrupt)
+		}
+		items := int(count)
+		inflater := flate.NewReader(bytes.NewReader(data[1+n:]))
+		body, err := io.ReadAll(io.LimitReader(inflater, maxInflated+1))
+		if err != nil {
+			return nil, items, fmt.Errorf("%w: %v", errCorrupt, err)
+		}
+		if len(body) > maxInflated {
+			return nil, items, fmt.Errorf("%w: inflates beyond %d bytes", errCorrupt, maxInflated)
+		}
+		// body is ours alone: the entries may point into it.
+		r, _, err := unmarshalBody(body, false)
+		if err != nil {
+			return nil, items, err
+		}
+		if r.ItemsCount() != items {
+			return nil, items, fmt.Errorf("%w: %d items, header says %d", errCorrupt, r.ItemsCount(), items)
+		}
+		return r, items, nil
+	default:
 		return nil, 0, fmt.Errorf("%w: unknown version %d", errCorrupt, data[0])
 	}
-	p := data[1:]
+}
+
+// unmarshalBody decodes what follows the version byte, copying each JSON out
+// of p when p is not the request's own.
+func unmarshalBody(p []byte, copyJSON bool) (*batchRequest, int, error) {
 	base, n := binary.Varint(p)
 	if n <= 0 {
 		return nil, 0, fmt.Errorf("%w: bad base time", errCorrupt)
@@ -159,9 +232,11 @@ func unmarshalRequest(data []byte) (*batchRequest, int, error) {
 			return fail("bad JSON length")
 		}
 		p = p[n:]
-		// Copy: the storage may reuse its buffer.
-		js := make([]byte, l)
-		copy(js, p[:l])
+		js := p[:l:l]
+		if copyJSON {
+			js = make([]byte, l)
+			copy(js, p[:l])
+		}
 		p = p[l:]
 		entries = append(entries, entry{typ: typ, json: js, enqueuedAt: base + int64(delta)})
 	}
