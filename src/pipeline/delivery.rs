@@ -30,7 +30,7 @@ pub const QUEUE_CONSUMERS: u64 = 2;
 /// already carries thousands of items).
 const MAX_BATCH_BYTES: u64 = 1024 * 1024;
 /// Below this a batch is mostly per-request overhead. Small enough that every collector a
-/// ConfigMap can describe (about 750 tenants) fits a 1 GiB limit.
+/// ConfigMap can describe (about 650 tenants, bench/RESULTS.md) fits a 1 GiB limit.
 const MIN_BATCH_BYTES: u64 = 16 * 1024;
 /// The collector's memory limit when the spec sets none (the Deployment's default limit).
 pub const DEFAULT_MEMORY_LIMIT_BYTES: u64 = 1024 * 1024 * 1024;
@@ -266,7 +266,7 @@ mod tests {
         let hundred_tenants = queue_budget(1024 * MIB, 300);
         assert!(hundred_tenants.batch_bytes < MAX_BATCH_BYTES);
         assert!(hundred_tenants.fits);
-        // 750 tenants (a full ConfigMap) with every signal still fit 1 GiB...
+        // 750 tenants (more than a ConfigMap holds) with every signal still fit 1 GiB...
         assert!(queue_budget(1024 * MIB, 2250).fits);
         // ... 3,500 do not, even at the smallest batch.
         let too_many = queue_budget(1024 * MIB, 10_500);
