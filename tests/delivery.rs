@@ -115,6 +115,20 @@ async fn wait_answered(h: &Harness, n: usize, status: u16, since: usize) {
     .await;
 }
 
+/// App Insights of key 1 answers 503; `credential`'s tenant sends spans `before-0 ..
+/// before-{SPANS-1}`, all acknowledged, and the collector has tried (and failed) to deliver them.
+async fn queue_during_outage(h: &Harness, collector: &LocalCollector, credential: &Credential) {
+    h.ingestion.set_fault(
+        &ikey(1),
+        Fault::Status {
+            code: 503,
+            retry_after: None,
+        },
+    );
+    send_acknowledged(h, collector, credential, "before", SPANS, PER_REQUEST).await;
+    wait_answered(h, 1, 503, 0).await;
+}
+
 async fn harness_with(test: &str, tenants: &[&str]) -> Option<Harness> {
     let tenants: Vec<(&str, Value)> = tenants.iter().map(|t| (*t, json!({}))).collect();
     harness_with_specs(test, json!({}), &tenants).await
@@ -156,15 +170,7 @@ async fn a_restart_during_an_outage_loses_nothing() {
     let outage = h.tenant_credential("outage").await;
     let steady = h.tenant_credential("steady").await;
 
-    h.ingestion.set_fault(
-        &ikey(1),
-        Fault::Status {
-            code: 503,
-            retry_after: None,
-        },
-    );
-    send_acknowledged(&h, &collector, &outage, "before", SPANS, PER_REQUEST).await;
-    wait_answered(&h, 1, 503, 0).await;
+    queue_during_outage(&h, &collector, &outage).await;
     // The other tenant is served throughout.
     send_acknowledged(&h, &collector, &steady, "steady", PER_REQUEST, PER_REQUEST).await;
     assert_delivered_once(&h, 2, "steady", PER_REQUEST).await;
@@ -205,15 +211,7 @@ async fn a_rollout_for_another_tenants_change_during_an_outage_loses_nothing() {
     };
     let mut collector = h.run_collector().await;
     let outage = h.tenant_credential("outage").await;
-    h.ingestion.set_fault(
-        &ikey(1),
-        Fault::Status {
-            code: 503,
-            retry_after: None,
-        },
-    );
-    send_acknowledged(&h, &collector, &outage, "before", SPANS, PER_REQUEST).await;
-    wait_answered(&h, 1, 503, 0).await;
+    queue_during_outage(&h, &collector, &outage).await;
 
     // Another tenant joins the region: the operator renders a new config and rolls the
     // collector; the pod is replaced, its queue volume stays.
