@@ -5,6 +5,7 @@
 
 pub mod collector;
 pub mod common;
+pub mod reasons;
 pub mod tenant;
 
 pub use collector::{RegionalCollector, RegionalCollectorSpec, RegionalCollectorStatus};

@@ -5,9 +5,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::core::{Selector, SelectorExt};
 
 use super::delivery::{InvalidMemoryQuantity, memory_limit_bytes, quantity_bytes};
+use super::selection::Selection;
 use super::{
     BLOB_CONNECTION_STRING_FILE, HTPASSWD_FILE, PLATFORM_CONNECTION_STRING_FILE, PLATFORM_USER,
     tenant_connection_string_file,
@@ -16,25 +16,11 @@ use crate::api::collector::{
     BaselineRedaction, BlobContainers, OtlpPorts, RegionalCollectorSpec, TenantExclusion,
     TenantRejection, UnknownTenantPolicy,
 };
+use crate::api::reasons::{self, Reason};
 use crate::api::tenant::{Signals, TelemetryTenantSpec, Tier};
 use crate::connection_string::ConnectionString;
 use crate::credentials::is_bcrypt_hash;
 use crate::validation::validate_tenant_spec;
-
-/// Reasons a tenant is left out of a collector's configuration.
-pub mod rejection {
-    pub const INVALID_SPEC: &str = "InvalidSpec";
-    pub const DUPLICATE_TENANT_ID: &str = "DuplicateTenantId";
-    pub const CREDENTIALS_PENDING: &str = "CredentialsPending";
-    pub const CONNECTION_STRING_PENDING: &str = "ConnectionStringPending";
-    pub const INVALID_CONNECTION_STRING: &str = "InvalidConnectionString";
-}
-
-/// Reasons a tenant's telemetry is accepted and dropped.
-pub mod exclusion {
-    pub const SUSPENDED: &str = "Suspended";
-    pub const REGION_NOT_ALLOWED: &str = "RegionNotAllowed";
-}
 
 /// What the reconciler read about one tenant.
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -75,7 +61,7 @@ pub struct CollectorSources {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct CollectorPlanError {
-    pub reason: &'static str,
+    pub reason: Reason,
     pub message: String,
 }
 
@@ -134,26 +120,21 @@ pub fn plan_collector_with_vetoes(
 ) -> Result<CollectorPlan, CollectorPlanError> {
     let spec = &sources.spec;
     crate::validation::validate_collector_spec(spec).map_err(|e| CollectorPlanError {
-        reason: "InvalidSpec",
+        reason: reasons::INVALID_SPEC,
         message: e.message,
     })?;
     let invalid_quantity = |e: InvalidMemoryQuantity| CollectorPlanError {
-        reason: "InvalidSpec",
+        reason: reasons::INVALID_SPEC,
         message: e.to_string(),
     };
     let memory_limit_bytes =
         memory_limit_bytes(spec.resources.as_ref()).map_err(invalid_quantity)?;
     let queue_volume_bytes =
         quantity_bytes(&spec.queue_volume.size, "queueVolume.size").map_err(invalid_quantity)?;
-    let selector = match &spec.tenant_selector {
-        Some(s) => Some(
-            Selector::try_from(s.clone()).map_err(|e| CollectorPlanError {
-                reason: "InvalidSpec",
-                message: format!("tenantSelector is invalid: {e}"),
-            })?,
-        ),
-        None => None,
-    };
+    let selection = Selection::of(spec).map_err(|e| CollectorPlanError {
+        reason: reasons::INVALID_SPEC,
+        message: format!("tenantSelector is invalid: {e}"),
+    })?;
 
     let mut secret_files = BTreeMap::new();
     let mut htpasswd = BTreeMap::new();
@@ -161,7 +142,7 @@ pub fn plan_collector_with_vetoes(
     let blob_containers = match &spec.regional_storage {
         Some(storage) => {
             let cs = sources.blob_connection_string.as_deref().ok_or_else(|| CollectorPlanError {
-                reason: "StorageSecretMissing",
+                reason: reasons::STORAGE_SECRET_MISSING,
                 message: format!(
                     "regionalStorage.azureBlob.connectionStringSecretRef: key {:?} of Secret {:?} not found",
                     storage.azure_blob.connection_string_secret_ref.key,
@@ -181,7 +162,7 @@ pub fn plan_collector_with_vetoes(
                 .as_deref()
                 .filter(|h| is_bcrypt_hash(h))
                 .ok_or_else(|| CollectorPlanError {
-                    reason: "PlatformCredentialsPending",
+                    reason: reasons::PLATFORM_CREDENTIALS_PENDING,
                     message: "the platform credential has not been issued yet".into(),
                 })?;
             htpasswd.insert(PLATFORM_USER.to_owned(), hash.to_owned());
@@ -189,7 +170,7 @@ pub fn plan_collector_with_vetoes(
                 Some(ai) => {
                     let raw = sources.platform_connection_string.as_deref().ok_or_else(|| {
                         CollectorPlanError {
-                            reason: "PlatformSecretMissing",
+                            reason: reasons::PLATFORM_SECRET_MISSING,
                             message: format!(
                                 "platform.applicationInsights.connectionStringSecretRef: key {:?} of Secret {:?} not found",
                                 ai.connection_string_secret_ref.key, ai.connection_string_secret_ref.name
@@ -197,7 +178,7 @@ pub fn plan_collector_with_vetoes(
                         }
                     })?;
                     ConnectionString::parse(raw).map_err(|e| CollectorPlanError {
-                        reason: "InvalidConnectionString",
+                        reason: reasons::INVALID_CONNECTION_STRING,
                         message: format!("platform connection string: {e}"),
                     })?;
                     secret_files.insert(
@@ -219,10 +200,7 @@ pub fn plan_collector_with_vetoes(
     let mut candidates: Vec<&TenantSource> = sources
         .tenants
         .iter()
-        .filter(|t| match &selector {
-            Some(selector) => selector.matches(&t.labels),
-            None => t.spec.regions.contains(&spec.region),
-        })
+        .filter(|t| selection.selects(&t.labels, &t.spec.regions))
         .collect();
     candidates.sort_by(|a, b| (&a.created, &a.name).cmp(&(&b.created, &b.name)));
 
@@ -242,13 +220,13 @@ pub fn plan_collector_with_vetoes(
             continue;
         }
         if let Err(e) = validate_tenant_spec(&tenant.spec) {
-            rejected.push(reject(rejection::INVALID_SPEC, e.message));
+            rejected.push(reject(reasons::INVALID_SPEC.name, e.message));
             continue;
         }
         let id = tenant.spec.tenant_id.as_str();
         if let Some(owner) = claimed.get(id) {
             rejected.push(reject(
-                rejection::DUPLICATE_TENANT_ID,
+                reasons::DUPLICATE_TENANT_ID.name,
                 format!("tenantId {id:?} is already used by TelemetryTenant {owner:?}"),
             ));
             continue;
@@ -260,16 +238,16 @@ pub fn plan_collector_with_vetoes(
             .filter(|h| is_bcrypt_hash(h))
         else {
             rejected.push(reject(
-                rejection::CREDENTIALS_PENDING,
+                reasons::CREDENTIALS_PENDING.name,
                 "the ingestion credential has not been issued yet".into(),
             ));
             continue;
         };
 
         let exclusion = if tenant.spec.suspend {
-            Some(exclusion::SUSPENDED)
+            Some(reasons::SUSPENDED.name)
         } else if !tenant.spec.regions.contains(&spec.region) {
-            Some(exclusion::REGION_NOT_ALLOWED)
+            Some(reasons::REGION_NOT_ALLOWED.name)
         } else {
             None
         };
@@ -286,13 +264,16 @@ pub fn plan_collector_with_vetoes(
 
         let Some(raw) = tenant.connection_string.as_deref() else {
             rejected.push(reject(
-                rejection::CONNECTION_STRING_PENDING,
+                reasons::CONNECTION_STRING_PENDING.name,
                 "the Application Insights connection string is not available yet".into(),
             ));
             continue;
         };
         if let Err(e) = ConnectionString::parse(raw) {
-            rejected.push(reject(rejection::INVALID_CONNECTION_STRING, e.to_string()));
+            rejected.push(reject(
+                reasons::INVALID_CONNECTION_STRING.name,
+                e.to_string(),
+            ));
             continue;
         }
         htpasswd.insert(id.to_owned(), hash.to_owned());
@@ -375,7 +356,7 @@ mod tests {
             ),
         ] {
             let error = plan_collector(&sources(spec)).unwrap_err();
-            assert_eq!(error.reason, "InvalidSpec");
+            assert_eq!(error.reason, reasons::INVALID_SPEC);
             assert!(error.message.starts_with(field), "{}", error.message);
         }
     }

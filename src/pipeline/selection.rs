@@ -1,0 +1,122 @@
+//! Which collectors consider which tenants: one decision, used by planning (who is in a
+//! collector's configuration), by the watches (whom a change requeues) and by a tenant's
+//! `Routed` condition (is any collector meant to serve it).
+
+use std::collections::BTreeMap;
+
+use kube::ResourceExt;
+use kube::core::{Selector, SelectorExt};
+
+use crate::api::{RegionalCollector, RegionalCollectorSpec, TelemetryTenant};
+
+/// How a collector picks its tenants.
+#[derive(Debug, Clone)]
+pub enum Selection {
+    /// No selector: the tenants whose `regions` allow the collector's region.
+    Region(String),
+    /// A `tenantSelector`: the tenants whose labels match, whatever their regions (those not
+    /// allowed in the region are accepted and dropped, counted).
+    Labels(Selector),
+}
+
+impl Selection {
+    /// The collector's selection; an invalid `tenantSelector` is the collector's error.
+    pub fn of(spec: &RegionalCollectorSpec) -> Result<Self, kube::core::ParseExpressionError> {
+        Ok(match &spec.tenant_selector {
+            Some(selector) => Selection::Labels(Selector::try_from(selector.clone())?),
+            None => Selection::Region(spec.region.clone()),
+        })
+    }
+
+    pub fn selects(&self, labels: &BTreeMap<String, String>, regions: &[String]) -> bool {
+        match self {
+            Selection::Labels(selector) => selector.matches(labels),
+            Selection::Region(region) => regions.contains(region),
+        }
+    }
+}
+
+/// Does `collector` select `tenant` (same namespace, and its selection picks the tenant)? A
+/// collector with an invalid selector selects no one.
+pub fn collector_selects(collector: &RegionalCollector, tenant: &TelemetryTenant) -> bool {
+    collector.namespace() == tenant.namespace()
+        && Selection::of(&collector.spec)
+            .is_ok_and(|s| s.selects(tenant.labels(), &tenant.spec.regions))
+}
+
+/// Does `collector` consider `tenant`: select it now, or still list it in its status (a tenant
+/// that left must be rendered away, so its change concerns the collector too)?
+pub fn collector_considers(collector: &RegionalCollector, tenant: &TelemetryTenant) -> bool {
+    if collector.namespace() != tenant.namespace() {
+        return false;
+    }
+    let listed = collector.status.as_ref().is_some_and(|s| {
+        let id = &tenant.spec.tenant_id;
+        s.routed_tenants.contains(id)
+            || s.excluded_tenants.iter().any(|e| &e.tenant_id == id)
+            || s.rejected_tenants
+                .iter()
+                .any(|r| r.name == tenant.name_any())
+    });
+    listed || collector_selects(collector, tenant)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn collector(region: &str, selector: Option<serde_json::Value>) -> RegionalCollector {
+        let mut spec = serde_json::json!({ "region": region });
+        if let Some(selector) = selector {
+            spec["tenantSelector"] = selector;
+        }
+        let mut c = RegionalCollector::new(region, serde_json::from_value(spec).unwrap());
+        c.metadata.namespace = Some("ns".into());
+        c
+    }
+
+    fn tenant(regions: &[&str], tier: &str) -> TelemetryTenant {
+        let spec = serde_json::json!({
+            "tenantId": "acme", "regions": regions,
+            "applicationInsights": { "existing": { "connectionStringSecretRef": { "name": "s", "key": "k" } } }
+        });
+        let mut t = TelemetryTenant::new("acme", serde_json::from_value(spec).unwrap());
+        t.metadata.namespace = Some("ns".into());
+        t.metadata.labels = Some([("tier".to_owned(), tier.to_owned())].into());
+        t
+    }
+
+    #[test]
+    fn without_a_selector_the_region_decides_and_with_one_the_labels_do() {
+        let premium = Some(serde_json::json!({ "matchLabels": { "tier": "premium" } }));
+        assert!(collector_selects(
+            &collector("westeurope", None),
+            &tenant(&["westeurope"], "standard")
+        ));
+        assert!(!collector_selects(
+            &collector("westeurope", premium.clone()),
+            &tenant(&["westeurope"], "standard")
+        ));
+        assert!(collector_selects(
+            &collector("westeurope", premium),
+            &tenant(&["eastus"], "premium")
+        ));
+    }
+
+    #[test]
+    fn an_invalid_selector_selects_no_one_and_other_namespaces_never_match() {
+        let invalid = Some(serde_json::json!({
+            "matchExpressions": [{ "key": "tier", "operator": "In" }]
+        }));
+        assert!(!collector_selects(
+            &collector("westeurope", invalid),
+            &tenant(&["westeurope"], "premium")
+        ));
+        let mut elsewhere = collector("westeurope", None);
+        elsewhere.metadata.namespace = Some("other".into());
+        assert!(!collector_considers(
+            &elsewhere,
+            &tenant(&["westeurope"], "premium")
+        ));
+    }
+}
