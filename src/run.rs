@@ -1,20 +1,25 @@
-//! Wires the watches, caches and both controllers together and runs them until shutdown.
+//! Wires the watches and both controllers together and runs them until shutdown. Each kind is
+//! watched once: one shared reflector per kind feeds its cache and every controller that
+//! reacts to it. What requeues what is decided in `crate::controller::triggers`.
 
 use std::future::Future;
 use std::sync::Arc;
 
-use futures::{FutureExt, StreamExt};
+use futures::future::BoxFuture;
+use futures::{FutureExt, Stream, StreamExt};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
-use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
 
 use crate::api::{RegionalCollector, TelemetryTenant};
+use crate::controller::triggers;
 use crate::controller::{self, Context, Settings, Stores};
-use crate::resources::{LABEL_COLLECTOR, LABEL_MANAGED_BY, LABEL_TENANT};
+use crate::resources::LABEL_MANAGED_BY;
 use crate::server::{Health, Readiness};
 
 /// Which namespaces telemux serves.
@@ -40,6 +45,56 @@ impl Scope {
     }
 }
 
+/// How many changes a shared watch buffers for a slow subscriber before it waits for it.
+const SHARED_BUFFER: usize = 1024;
+
+/// One watch of a kind: its cache, a way to subscribe to its changes, and the task that drives it.
+struct SharedWatch<K: Resource<DynamicType = ()> + Clone + 'static> {
+    store: Store<K>,
+    writer: reflector::store::Writer<K>,
+}
+
+impl<K> SharedWatch<K>
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    fn new() -> Self {
+        let (store, writer) = reflector::store_shared(SHARED_BUFFER);
+        SharedWatch { store, writer }
+    }
+
+    fn subscribe(&self) -> impl Stream<Item = Arc<K>> + Send + 'static {
+        // Only `None` for a writer made without `store_shared`, which `new` never does.
+        self.writer
+            .subscribe()
+            .map(futures::StreamExt::boxed)
+            .unwrap_or_else(|| futures::stream::empty().boxed())
+    }
+
+    /// Resolves to true once the cache holds its first full list.
+    fn synced(&self) -> BoxFuture<'static, bool> {
+        let store = self.store.clone();
+        async move { store.wait_until_ready().await.is_ok() }.boxed()
+    }
+
+    /// Drives the watch into the cache and its subscribers until the stream ends.
+    fn drive(
+        self,
+        events: impl Stream<Item = watcher::Result<watcher::Event<K>>> + Send + 'static,
+    ) -> impl Future<Output = ()> + Send {
+        events
+            .default_backoff()
+            .reflect_shared(self.writer)
+            .for_each(|_| futures::future::ready(()))
+    }
+}
+
 /// Runs both controllers until `shutdown` resolves. `health` turns
 /// [`Readiness::Serving`] once every watch cache has its first full list.
 pub async fn run(
@@ -52,335 +107,163 @@ pub async fn run(
 ) {
     let shutdown = shutdown.shared();
     let managed = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}=telemux"));
-    let tenants_api: Api<TelemetryTenant> = scope.api(&client);
-    let collectors_api: Api<RegionalCollector> = scope.api(&client);
-    let secrets_api: Api<Secret> = scope.api(&client);
+    let tenants = SharedWatch::<TelemetryTenant>::new();
+    let collectors = SharedWatch::<RegionalCollector>::new();
+    let managed_secrets = SharedWatch::<Secret>::new();
+    // Secrets named by a spec (existing connection strings, storage, platform) are the users':
+    // their metadata is enough to notice a change, and their data is never cached.
+    let user_secrets = SharedWatch::<PartialObjectMeta<Secret>>::new();
 
-    // One cache of the Secrets telemux wrote, shared by both controllers.
-    let (managed_secrets, secrets_writer) = reflector::store_shared::<Secret>(1024);
-    let secret_events = secrets_writer
-        .subscribe()
-        .expect("a shared store can be subscribed to");
-    let secrets_reflector = reflector::reflector(
-        secrets_writer,
-        watcher(secrets_api.clone(), managed.clone()),
-    )
-    .default_backoff()
-    .applied_objects()
-    .for_each(|_| futures::future::ready(()));
-
-    let tenant_controller = Controller::new(tenants_api.clone(), watcher::Config::default())
-        .with_config(ControllerConfig::default().concurrency(8));
-    let collector_controller = Controller::new(collectors_api, watcher::Config::default())
-        .with_config(
-            ControllerConfig::default()
-                .debounce(settings.collector_debounce)
-                .concurrency(4),
-        );
-    let tenants = tenant_controller.store();
-    let collectors = collector_controller.store();
-    metrics.observe_stores(tenants.clone(), collectors.clone());
-    let caches_synced = {
-        let (tenants, collectors, secrets) =
-            (tenants.clone(), collectors.clone(), managed_secrets.clone());
-        let health = health.clone();
-        async move {
-            let synced = futures::future::join3(
-                tenants.wait_until_ready(),
-                collectors.wait_until_ready(),
-                secrets.wait_until_ready(),
-            )
-            .await;
-            if let (Ok(()), Ok(()), Ok(())) = synced {
-                health.set(Readiness::Serving);
-                tracing::info!("watch caches synced");
-            }
-            // Nothing more to do; stay pending so the select below ignores this arm.
-            futures::future::pending::<()>().await
-        }
-    };
+    metrics.observe_stores(tenants.store.clone(), collectors.store.clone());
+    let caches_synced = report_synced(
+        health.clone(),
+        [
+            tenants.synced(),
+            collectors.synced(),
+            managed_secrets.synced(),
+            user_secrets.synced(),
+        ],
+    );
     let ctx = Context::new(
         client.clone(),
         Stores {
-            tenants: tenants.clone(),
-            collectors: collectors.clone(),
-            managed_secrets,
+            tenants: tenants.store.clone(),
+            collectors: collectors.store.clone(),
+            managed_secrets: managed_secrets.store.clone(),
         },
-        settings,
+        settings.clone(),
         metrics,
     );
-
-    // Secrets named by a spec (existing connection strings, storage, platform) are the users':
-    // a metadata-only watch of all Secrets notices their changes without caching their data.
-    let user_secret_events = |client: Client| {
-        watcher(
-            scope.api::<PartialObjectMeta<Secret>>(&client),
-            watcher::Config::default(),
-        )
-        .default_backoff()
-        .touched_objects()
-    };
-
-    let tenant_store = tenants.clone();
-    let collector_store = collectors.clone();
-    let tenant_controller = tenant_controller
-        .owns_shared_stream(secret_events.clone())
-        .watches(
-            scope.api::<RegionalCollector>(&client),
-            watcher::Config::default(),
-            {
-                let tenants = tenant_store.clone();
-                move |collector| tenants_of_collector(&tenants.state(), &collector)
-            },
-        )
-        .watches_stream(user_secret_events(client.clone()), {
-            let tenants = tenant_store.clone();
-            move |secret| {
-                let (ns, name) = (secret.namespace(), secret.name_any());
-                tenants
-                    .state()
-                    .into_iter()
-                    .filter(|t| t.namespace() == ns)
-                    .filter(|t| {
-                        t.spec
-                            .application_insights
-                            .existing
-                            .as_ref()
-                            .is_some_and(|e| e.connection_string_secret_ref.name == name)
-                    })
-                    .map(|t| ObjectRef::from_obj(&*t))
-                    .collect::<Vec<_>>()
-            }
-        })
-        .graceful_shutdown_on(shutdown.clone())
-        .run(
-            controller::tenant::reconcile,
-            controller::tenant::error_policy,
-            ctx.clone(),
-        )
-        .for_each(|result| async move {
-            if let Err(error) = result {
-                tracing::debug!(%error, "tenant reconcile request failed");
-            }
-        });
-
-    let collector_controller = collector_controller
-        .owns(scope.api::<ConfigMap>(&client), managed.clone())
-        .owns(scope.api::<StatefulSet>(&client), managed.clone())
-        .owns(scope.api::<Service>(&client), managed.clone())
-        .watches_shared_stream(secret_events, {
-            let collectors = collector_store.clone();
-            let tenants = tenant_store.clone();
-            move |secret| {
-                collectors_of_managed_secret(&collectors.state(), &tenants.state(), &secret)
-            }
-        })
-        .watches(tenants_api, watcher::Config::default(), {
-            let collectors = collector_store.clone();
-            move |tenant| collectors_of_tenant(&collectors.state(), &tenant)
-        })
-        .watches_stream(user_secret_events(client.clone()), {
-            let collectors = collector_store.clone();
-            move |secret| {
-                let (ns, name) = (secret.namespace(), secret.name_any());
-                collectors
-                    .state()
-                    .into_iter()
-                    .filter(|c| c.namespace() == ns && referenced_secrets(c).any(|s| s == name))
-                    .map(|c| ObjectRef::from_obj(&*c))
-                    .collect::<Vec<_>>()
-            }
-        })
-        .graceful_shutdown_on(shutdown)
-        .run(
-            controller::collector::reconcile,
-            controller::collector::error_policy,
-            ctx,
-        )
-        .for_each(|result| async move {
-            if let Err(error) = result {
-                tracing::debug!(%error, "collector reconcile request failed");
-            }
-        });
+    let tenant_controller =
+        tenant_controller(&tenants, &collectors, &managed_secrets, &user_secrets)
+            .graceful_shutdown_on(shutdown.clone())
+            .run(
+                controller::tenant::reconcile,
+                controller::tenant::error_policy,
+                ctx.clone(),
+            )
+            .for_each(|result| async move {
+                if let Err(error) = result {
+                    tracing::debug!(%error, "tenant reconcile request failed");
+                }
+            });
+    let collector_controller = collector_controller(
+        &client,
+        &scope,
+        &settings,
+        &tenants,
+        &collectors,
+        &managed_secrets,
+        &user_secrets,
+    )
+    .graceful_shutdown_on(shutdown)
+    .run(
+        controller::collector::reconcile,
+        controller::collector::error_policy,
+        ctx,
+    )
+    .for_each(|result| async move {
+        if let Err(error) = result {
+            tracing::debug!(%error, "collector reconcile request failed");
+        }
+    });
+    let watches = futures::future::join4(
+        tenants.drive(watcher(scope.api(&client), watcher::Config::default())),
+        collectors.drive(watcher(scope.api(&client), watcher::Config::default())),
+        managed_secrets.drive(watcher(scope.api(&client), managed)),
+        user_secrets.drive(
+            watcher(
+                scope.api::<PartialObjectMeta<Secret>>(&client),
+                watcher::Config::default(),
+            )
+            .modify(|s| s.managed_fields_mut().clear()),
+        ),
+    );
 
     tracing::info!("telemux controllers started");
     tokio::select! {
         _ = futures::future::join(tenant_controller, collector_controller) => {},
-        _ = secrets_reflector => tracing::error!("the Secret watch ended"),
+        _ = watches => tracing::error!("a watch ended"),
         _ = caches_synced => {},
     }
     health.set(Readiness::Stopping);
     tracing::info!("telemux controllers stopped");
 }
 
-/// User Secrets a collector's spec names.
-fn referenced_secrets(collector: &RegionalCollector) -> impl Iterator<Item = &str> {
-    let spec = &collector.spec;
-    let blob = spec
-        .regional_storage
-        .as_ref()
-        .map(|s| s.azure_blob.connection_string_secret_ref.name.as_str());
-    let platform = spec
-        .platform
-        .as_ref()
-        .and_then(|p| p.application_insights.as_ref())
-        .map(|ai| ai.connection_string_secret_ref.name.as_str());
-    blob.into_iter().chain(platform)
+/// Turns `health` to serving once every cache has its first full list, then stays pending.
+async fn report_synced(health: Arc<Health>, caches: [BoxFuture<'static, bool>; 4]) {
+    if futures::future::join_all(caches)
+        .await
+        .into_iter()
+        .all(|synced| synced)
+    {
+        health.set(Readiness::Serving);
+        tracing::info!("watch caches synced");
+    }
+    futures::future::pending::<()>().await
 }
 
-/// Does this collector consider this tenant (serve it, or accept and drop it)?
-pub fn collector_considers(collector: &RegionalCollector, tenant: &TelemetryTenant) -> bool {
-    if collector.namespace() != tenant.namespace() {
-        return false;
-    }
-    let selected = match &collector.spec.tenant_selector {
-        Some(selector) => kube::core::Selector::try_from(selector.clone())
-            .is_ok_and(|s| kube::core::SelectorExt::matches(&s, tenant.labels())),
-        None => tenant.spec.regions.contains(&collector.spec.region),
-    };
-    // A tenant the collector currently lists must be re-rendered away when it leaves.
-    let listed = collector.status.as_ref().is_some_and(|s| {
-        let id = &tenant.spec.tenant_id;
-        s.routed_tenants.contains(id)
-            || s.excluded_tenants.iter().any(|e| &e.tenant_id == id)
-            || s.rejected_tenants
-                .iter()
-                .any(|r| r.name == tenant.name_any())
-    });
-    selected || listed
+/// Tenants: their own changes, their Secrets, the user Secrets they name, and collectors.
+fn tenant_controller(
+    tenants: &SharedWatch<TelemetryTenant>,
+    collectors: &SharedWatch<RegionalCollector>,
+    managed_secrets: &SharedWatch<Secret>,
+    user_secrets: &SharedWatch<PartialObjectMeta<Secret>>,
+) -> Controller<TelemetryTenant> {
+    let (by_collector, by_secret) = (tenants.store.clone(), tenants.store.clone());
+    Controller::for_shared_stream(tenants.subscribe(), tenants.store.clone())
+        .with_config(ControllerConfig::default().concurrency(8))
+        .owns_shared_stream(managed_secrets.subscribe())
+        .watches_shared_stream(collectors.subscribe(), move |collector| {
+            triggers::tenants_of_collector(&by_collector.state(), &collector)
+        })
+        .watches_shared_stream(user_secrets.subscribe(), move |secret| {
+            let namespace = secret.namespace();
+            triggers::tenants_of_user_secret(
+                &by_secret.state(),
+                namespace.as_deref(),
+                &secret.name_any(),
+            )
+        })
 }
 
-/// A tenant change requeues only the collectors that consider it.
-fn collectors_of_tenant(
-    collectors: &[Arc<RegionalCollector>],
-    tenant: &TelemetryTenant,
-) -> Vec<ObjectRef<RegionalCollector>> {
-    collectors
-        .iter()
-        .filter(|c| collector_considers(c, tenant))
-        .map(|c| ObjectRef::from_obj(&**c))
-        .collect()
-}
-
-/// A collector's status change may change a tenant's Routed condition.
-fn tenants_of_collector(
-    tenants: &[Arc<TelemetryTenant>],
-    collector: &RegionalCollector,
-) -> Vec<ObjectRef<TelemetryTenant>> {
-    tenants
-        .iter()
-        .filter(|t| collector_considers(collector, t))
-        .map(|t| ObjectRef::from_obj(&**t))
-        .collect()
-}
-
-fn collectors_of_managed_secret(
-    collectors: &[Arc<RegionalCollector>],
-    tenants: &[Arc<TelemetryTenant>],
-    secret: &Secret,
-) -> Vec<ObjectRef<RegionalCollector>> {
-    let labels = secret.labels();
-    if let Some(name) = labels.get(LABEL_COLLECTOR) {
-        return vec![ObjectRef::new(name).within(&secret.namespace().unwrap_or_default())];
-    }
-    let Some(tenant_id) = labels.get(LABEL_TENANT) else {
-        return Vec::new();
-    };
-    tenants
-        .iter()
-        .filter(|t| t.namespace() == secret.namespace() && &t.spec.tenant_id == tenant_id)
-        .flat_map(|t| collectors_of_tenant(collectors, t))
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn collector(
-        name: &str,
-        region: &str,
-        selector: Option<serde_json::Value>,
-    ) -> Arc<RegionalCollector> {
-        let mut spec = serde_json::json!({ "region": region });
-        if let Some(selector) = selector {
-            spec["tenantSelector"] = selector;
-        }
-        let mut c = RegionalCollector::new(name, serde_json::from_value(spec).unwrap());
-        c.metadata.namespace = Some("ns".into());
-        Arc::new(c)
-    }
-
-    fn tenant(id: &str, regions: &[&str]) -> TelemetryTenant {
-        let spec = serde_json::json!({
-            "tenantId": id, "regions": regions,
-            "applicationInsights": { "existing": { "connectionStringSecretRef": { "name": "s", "key": "k" } } }
-        });
-        let mut t = TelemetryTenant::new(id, serde_json::from_value(spec).unwrap());
-        t.metadata.namespace = Some("ns".into());
-        t
-    }
-
-    fn names(refs: Vec<ObjectRef<RegionalCollector>>) -> Vec<String> {
-        refs.into_iter().map(|r| r.name).collect()
-    }
-
-    #[test]
-    fn a_tenant_change_requeues_only_the_collectors_of_its_regions() {
-        let collectors = vec![
-            collector("eu", "westeurope", None),
-            collector("us", "eastus", None),
-            collector(
-                "eu-premium",
-                "westeurope",
-                Some(serde_json::json!({ "matchLabels": { "tier": "premium" } })),
-            ),
-        ];
-        assert_eq!(
-            names(collectors_of_tenant(
-                &collectors,
-                &tenant("acme", &["westeurope"])
-            )),
-            ["eu"]
-        );
-        assert_eq!(
-            names(collectors_of_tenant(
-                &collectors,
-                &tenant("acme", &["eastus", "westeurope"])
-            )),
-            ["eu", "us"]
-        );
-        let mut premium = tenant("acme", &["northeurope"]);
-        premium.metadata.labels = Some([("tier".to_owned(), "premium".to_owned())].into());
-        assert_eq!(
-            names(collectors_of_tenant(&collectors, &premium)),
-            ["eu-premium"]
-        );
-    }
-
-    #[test]
-    fn a_tenant_leaving_a_region_still_requeues_the_collector_that_lists_it() {
-        let mut eu = (*collector("eu", "westeurope", None)).clone();
-        eu.status = Some(crate::api::RegionalCollectorStatus {
-            routed_tenants: vec!["acme".into()],
-            ..Default::default()
-        });
-        let collectors = vec![Arc::new(eu), collector("us", "eastus", None)];
-        assert_eq!(
-            names(collectors_of_tenant(
-                &collectors,
-                &tenant("acme", &["eastus"])
-            )),
-            ["eu", "us"]
-        );
-    }
-
-    #[test]
-    fn other_namespaces_are_never_requeued() {
-        let mut other = (*collector("eu", "westeurope", None)).clone();
-        other.metadata.namespace = Some("elsewhere".into());
-        assert!(
-            collectors_of_tenant(&[Arc::new(other)], &tenant("acme", &["westeurope"])).is_empty()
-        );
-    }
+/// Collectors: their own changes, their children, their tenants and all those Secrets.
+fn collector_controller(
+    client: &Client,
+    scope: &Scope,
+    settings: &Settings,
+    tenants: &SharedWatch<TelemetryTenant>,
+    collectors: &SharedWatch<RegionalCollector>,
+    managed_secrets: &SharedWatch<Secret>,
+    user_secrets: &SharedWatch<PartialObjectMeta<Secret>>,
+) -> Controller<RegionalCollector> {
+    let managed = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}=telemux"));
+    let config = ControllerConfig::default()
+        .debounce(settings.collector_debounce)
+        .concurrency(4);
+    let (c1, c2, c3) = (
+        collectors.store.clone(),
+        collectors.store.clone(),
+        collectors.store.clone(),
+    );
+    let t1 = tenants.store.clone();
+    Controller::for_shared_stream(collectors.subscribe(), collectors.store.clone())
+        .with_config(config)
+        .owns(scope.api::<ConfigMap>(client), managed.clone())
+        .owns(scope.api::<StatefulSet>(client), managed.clone())
+        .owns(scope.api::<Service>(client), managed)
+        .watches_shared_stream(managed_secrets.subscribe(), move |secret| {
+            triggers::collectors_of_managed_secret(&c1.state(), &t1.state(), &secret)
+        })
+        .watches_shared_stream(tenants.subscribe(), move |tenant| {
+            triggers::collectors_of_tenant(&c2.state(), &tenant)
+        })
+        .watches_shared_stream(user_secrets.subscribe(), move |secret| {
+            let namespace = secret.namespace();
+            triggers::collectors_of_user_secret(
+                &c3.state(),
+                namespace.as_deref(),
+                &secret.name_any(),
+            )
+        })
 }

@@ -11,7 +11,8 @@ use serde_json::{Value, json};
 use support::{Operator, TestNamespace, eventually, install_crds, plane_client};
 use telemux::api::TelemetryTenant;
 use telemux::azure::{AzureSettings, CredentialSource, build_components_client};
-use telemux::controller::provision::{AzureComponents, ProvisionTimings};
+use telemux::controller::provision::AzureComponents;
+use telemux::controller::retry::ProvisionTimings;
 use telemux_testkit::arm::{ArmEmulator, Fault as ArmFault, Method};
 use telemux_testkit::entra::{EntraEmulator, Fault as EntraFault};
 

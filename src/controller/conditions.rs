@@ -103,6 +103,18 @@ pub fn transitioned(previous: &[Condition], next: &Condition) -> bool {
         .any(|c| c.type_ == next.type_ && c.status == next.status && c.reason == next.reason)
 }
 
+/// The conditions worth a Warning event: those that just turned to a reason asking for action.
+/// `Ready` only repeats another condition, so it is never announced itself.
+pub fn warnings<'a>(previous: &[Condition], next: &'a [Condition]) -> Vec<&'a Condition> {
+    next.iter()
+        .filter(|c| {
+            c.status != Status::True.as_str() && c.type_ != crate::api::condition_types::READY
+        })
+        .filter(|c| crate::api::reasons::kind_of(&c.reason).is_warning())
+        .filter(|c| transitioned(previous, c))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,5 +155,31 @@ mod tests {
         assert_eq!(ready.status, Status::False);
         assert_eq!(ready.reason, "SecretNotFound");
         assert_eq!(ready.message, "B: Secret x not found");
+    }
+
+    /// Waiting (Provisioning, Pending, Throttled) is normal and announced by no Warning; a
+    /// reason asking for action is announced once, when the condition turns to it.
+    #[test]
+    fn only_transitions_to_reasons_asking_for_action_are_warnings() {
+        let decide = |reason: &str| {
+            vec![
+                Decided::new("ApplicationInsightsReady", Status::False, reason, "m"),
+                Decided::new("Ready", Status::False, reason, "m"),
+            ]
+        };
+        let provisioning = merge(&[], decide("Provisioning"), Some(1));
+        assert!(warnings(&[], &provisioning).is_empty());
+        let throttled = merge(&provisioning, decide("Throttled"), Some(1));
+        assert!(warnings(&provisioning, &throttled).is_empty());
+        let forbidden = merge(&throttled, decide("Forbidden"), Some(1));
+        let announced: Vec<&str> = warnings(&throttled, &forbidden)
+            .iter()
+            .map(|c| c.type_.as_str())
+            .collect();
+        assert_eq!(announced, ["ApplicationInsightsReady"]);
+        assert!(
+            warnings(&forbidden, &forbidden).is_empty(),
+            "announced once"
+        );
     }
 }

@@ -3,7 +3,6 @@
 //! of the tenant; Azure is reached only through [`Components`].
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use kube::ResourceExt;
 
@@ -26,40 +25,6 @@ pub const FINALIZER: &str = "telemux.io/application-insights";
 /// Tags marking what telemux manages (Azure tag names cannot contain `/`).
 pub const MANAGED_BY_TAG: &str = "telemux-managed-by";
 pub const TENANT_TAG: &str = "telemux-tenant";
-
-pub mod reason {
-    pub const PROVISIONING: &str = "Provisioning";
-    pub const PROVISIONED: &str = "Provisioned";
-    pub const AUTHENTICATION_FAILED: &str = "AuthenticationFailed";
-    pub const FORBIDDEN: &str = "Forbidden";
-    pub const THROTTLED: &str = "Throttled";
-    pub const INVALID_SPEC: &str = "InvalidSpec";
-    pub const AZURE_ERROR: &str = "AzureError";
-}
-
-/// How soon to look again, by class of outcome.
-#[derive(Clone, Debug)]
-pub struct ProvisionTimings {
-    /// While Azure is still provisioning, and after transient failures.
-    pub fast: Duration,
-    /// After failures a person must fix (credentials, permissions).
-    pub slow: Duration,
-    /// When throttled without a Retry-After.
-    pub throttled: Duration,
-    /// Re-check a provisioned component for drift this often.
-    pub drift: Duration,
-}
-
-impl Default for ProvisionTimings {
-    fn default() -> Self {
-        ProvisionTimings {
-            fast: Duration::from_secs(10),
-            slow: Duration::from_secs(300),
-            throttled: Duration::from_secs(60),
-            drift: Duration::from_secs(600),
-        }
-    }
-}
 
 /// The component's name: the spec's, or one derived from namespace and tenant id (both DNS
 /// labels, so the result is a valid component name of at most 135 characters).
@@ -207,25 +172,6 @@ pub async fn ensure_component(
     }
 }
 
-/// The condition reason for a failure, and how soon to try again (`None`: wait for a change).
-pub fn failure_reason(
-    error: &AzureError,
-    timings: &ProvisionTimings,
-) -> (&'static str, Option<Duration>) {
-    match error {
-        AzureError::Authentication(_) => (reason::AUTHENTICATION_FAILED, Some(timings.slow)),
-        AzureError::Forbidden(_) => (reason::FORBIDDEN, Some(timings.slow)),
-        AzureError::Throttled { retry_after, .. } => (
-            reason::THROTTLED,
-            Some(retry_after.unwrap_or(timings.throttled)),
-        ),
-        AzureError::InvalidSpec(_) => (reason::INVALID_SPEC, None),
-        AzureError::Transient(_) | AzureError::Unexpected(_) => {
-            (reason::AZURE_ERROR, Some(timings.fast))
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -308,30 +254,5 @@ mod tests {
         assert!(needs_update(&adopted, &desired));
         assert_eq!(desired.tags["owner"], "platform");
         assert_eq!(desired.tags[MANAGED_BY_TAG], "telemux");
-    }
-
-    #[test]
-    fn failures_map_to_reasons_and_retry_classes() {
-        let t = ProvisionTimings::default();
-        let throttled = AzureError::Throttled {
-            retry_after: Some(Duration::from_secs(7)),
-            message: String::new(),
-        };
-        assert_eq!(
-            failure_reason(&throttled, &t),
-            (reason::THROTTLED, Some(Duration::from_secs(7)))
-        );
-        assert_eq!(
-            failure_reason(&AzureError::InvalidSpec("x".into()), &t),
-            (reason::INVALID_SPEC, None)
-        );
-        assert_eq!(
-            failure_reason(&AzureError::Authentication("x".into()), &t),
-            (reason::AUTHENTICATION_FAILED, Some(t.slow))
-        );
-        assert_eq!(
-            failure_reason(&AzureError::Transient("x".into()), &t),
-            (reason::AZURE_ERROR, Some(t.fast))
-        );
     }
 }

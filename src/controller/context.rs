@@ -1,0 +1,159 @@
+//! What every reconcile shares: the client, the watch caches, the settings and the little
+//! memory telemux keeps between reconciles.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::Client;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{ObjectRef, Store};
+
+use super::collector::check::CachedValidator;
+use super::io::secret_value;
+use super::provision::AzureComponents;
+use super::retry::ProvisionTimings;
+use crate::api::{RegionalCollector, TelemetryTenant};
+
+/// Shared by every reconcile.
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub tenants: Store<TelemetryTenant>,
+    pub collectors: Store<RegionalCollector>,
+    /// Secrets telemux wrote (labelled managed-by=telemux), from a watch.
+    pub managed_secrets: Store<Secret>,
+    pub settings: Settings,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// Checks configurations before rollout (when a collector binary is configured), once per
+    /// configuration.
+    pub validator: Option<CachedValidator>,
+    /// Config hash each collector was last rolled out with by this process.
+    pub rollouts: Rollouts,
+    /// Provisioned components verified in Azure recently.
+    pub verified_components: VerifiedComponents,
+}
+
+/// Tunables of the controllers.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Trailing-edge debounce of collector reconciles: a burst of tenant changes within this
+    /// window produces one render and at most one rollout per collector.
+    pub collector_debounce: Duration,
+    /// How often objects are re-checked even when nothing changed (drift, lost events).
+    pub resync: Duration,
+    /// Collector binary whose `validate` checks every new configuration before rollout.
+    pub collector_binary: Option<std::path::PathBuf>,
+    /// Image of the collector pods of RegionalCollectors whose spec names no `image`.
+    pub collector_image: String,
+    /// Azure Resource Manager access, for tenants whose App Insights telemux provisions.
+    pub azure: Option<AzureComponents>,
+    pub provision_timings: ProvisionTimings,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            collector_debounce: Duration::from_secs(2),
+            resync: Duration::from_secs(300),
+            collector_binary: None,
+            collector_image: crate::api::collector::DEFAULT_COLLECTOR_IMAGE.to_owned(),
+            azure: None,
+            provision_timings: ProvisionTimings::default(),
+        }
+    }
+}
+
+/// The stores the controllers read from; filled by the watches in `crate::run`.
+pub struct Stores {
+    pub tenants: Store<TelemetryTenant>,
+    pub collectors: Store<RegionalCollector>,
+    pub managed_secrets: Store<Secret>,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        stores: Stores,
+        mut settings: Settings,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> Arc<Self> {
+        let validator = settings.collector_binary.clone().map(|path| {
+            CachedValidator::new(Arc::new(crate::validator::CollectorBinary {
+                path,
+                timeout: Duration::from_secs(30),
+            }))
+        });
+        // Every ARM request is counted by operation and outcome.
+        if let Some(azure) = settings.azure.take() {
+            settings.azure = Some(AzureComponents(Arc::new(
+                crate::azure::metered::MeteredComponents::new(azure.0, metrics.clone()),
+            )));
+        }
+        let reporter = Reporter {
+            controller: "telemux".into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        Arc::new(Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            tenants: stores.tenants,
+            collectors: stores.collectors,
+            managed_secrets: stores.managed_secrets,
+            settings,
+            metrics,
+            validator,
+            rollouts: Rollouts::default(),
+            verified_components: VerifiedComponents::default(),
+        })
+    }
+
+    /// A managed Secret's key, from the watch cache.
+    pub fn managed_secret_value(&self, namespace: &str, name: &str, key: &str) -> Option<String> {
+        let secret = self
+            .managed_secrets
+            .get(&ObjectRef::new(name).within(namespace))?;
+        secret_value(&secret, key)
+    }
+}
+
+/// The config hash each collector was last rolled out with by this process, so a rollout is
+/// announced once even when the status cache lags behind.
+#[derive(Default)]
+pub struct Rollouts(Mutex<HashMap<String, String>>);
+
+impl Rollouts {
+    /// Records that `key` now runs `hash`; true when that is news.
+    pub fn note(&self, key: String, hash: &str) -> bool {
+        let mut rolled_out = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        rolled_out.insert(key, hash.to_owned()).as_deref() != Some(hash)
+    }
+}
+
+/// When each provisioned tenant's component was last verified in Azure, and for which
+/// generation: other reconciles of the tenant then need no ARM call.
+#[derive(Default)]
+pub struct VerifiedComponents(Mutex<HashMap<String, (i64, Instant)>>);
+
+impl VerifiedComponents {
+    /// Verified for this generation within `within`?
+    pub fn fresh(&self, key: &str, generation: i64, within: Duration) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .is_some_and(|(g, at)| *g == generation && at.elapsed() < within)
+    }
+
+    pub fn record(&self, key: String, generation: i64) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, (generation, Instant::now()));
+    }
+
+    pub fn forget(&self, key: &str) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+    }
+}

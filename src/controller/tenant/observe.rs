@@ -1,0 +1,139 @@
+//! Everything the tenant reconcile reads, in one place, into plain data.
+
+use std::sync::Arc;
+
+use kube::ResourceExt;
+
+use crate::api::condition_types::APPLICATION_INSIGHTS_READY;
+use crate::api::reasons;
+use crate::api::{RegionalCollector, SecretKeyRef, TelemetryTenant};
+use crate::controller::io::{SecretLookup, read_secret, read_secret_key, secret_value};
+use crate::controller::{Context, Result};
+use crate::resources::tenant::{
+    BCRYPT_KEY, CONNECTION_STRING_KEY, PASSWORD_KEY, USERNAME_KEY, connection_string_secret_name,
+    credentials_secret_name,
+};
+
+/// A credential as stored in its Secret (any key may be missing or tampered with).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoredCredential {
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub hash: Option<String>,
+}
+
+/// Where the tenant's connection string comes from, as found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ObservedSource {
+    /// `applicationInsights.existing`: the user's Secret, read from the API.
+    Existing {
+        reference: SecretKeyRef,
+        lookup: SecretLookup,
+    },
+    /// `applicationInsights.provision`, but telemux has no Azure credential.
+    ProvisionWithoutAzure,
+    /// `applicationInsights.provision`.
+    Provision {
+        /// This process verified the component in Azure for this generation, recently.
+        verified_recently: bool,
+        /// The message of a stored `Provisioned` condition.
+        previous_provisioned: Option<String>,
+        /// The tenant's connection string Secret exists (watch cache).
+        secret_present: bool,
+    },
+    /// Neither (validation refuses such a spec; kept so decisions stay total).
+    Missing,
+}
+
+/// What the tenant reconcile knows before it decides.
+#[derive(Debug, Clone)]
+pub struct ObservedTenant {
+    pub credential: StoredCredential,
+    pub source: ObservedSource,
+    /// A connection string Secret written earlier exists (it stays in use while the source
+    /// is broken).
+    pub connection_secret_present: bool,
+    /// The collectors of the tenant's namespace, by name.
+    pub collectors: Vec<Arc<RegionalCollector>>,
+}
+
+/// Key of a tenant in the verified-components memory.
+pub fn verified_key(tenant: &TelemetryTenant) -> String {
+    format!(
+        "{}/{}",
+        tenant.namespace().unwrap_or_default(),
+        tenant.name_any()
+    )
+}
+
+pub async fn observe(tenant: &TelemetryTenant, ctx: &Context) -> Result<ObservedTenant> {
+    let namespace = tenant.namespace().unwrap_or_default();
+    // From the API, not the watch cache: a lagging cache must never cause a re-issue.
+    let stored = read_secret(&ctx.client, &namespace, &credentials_secret_name(tenant)).await?;
+    let value = |key| stored.as_ref().and_then(|s| secret_value(s, key));
+    let credential = StoredCredential {
+        user: value(USERNAME_KEY),
+        password: value(PASSWORD_KEY),
+        hash: value(BCRYPT_KEY),
+    };
+    let connection_secret_present = ctx
+        .managed_secret_value(
+            &namespace,
+            &connection_string_secret_name(tenant),
+            CONNECTION_STRING_KEY,
+        )
+        .is_some();
+    let source = observe_source(tenant, ctx, &namespace, connection_secret_present).await?;
+    let mut collectors: Vec<_> = ctx
+        .collectors
+        .state()
+        .into_iter()
+        .filter(|c| c.namespace().as_deref() == Some(namespace.as_str()))
+        .collect();
+    collectors.sort_by_key(|c| c.name_any());
+    Ok(ObservedTenant {
+        credential,
+        source,
+        connection_secret_present,
+        collectors,
+    })
+}
+
+async fn observe_source(
+    tenant: &TelemetryTenant,
+    ctx: &Context,
+    namespace: &str,
+    secret_present: bool,
+) -> Result<ObservedSource> {
+    let ai = &tenant.spec.application_insights;
+    if let Some(existing) = &ai.existing {
+        let reference = existing.connection_string_secret_ref.clone();
+        let lookup =
+            read_secret_key(&ctx.client, namespace, &reference.name, &reference.key).await?;
+        return Ok(ObservedSource::Existing { reference, lookup });
+    }
+    if ai.provision.is_none() {
+        return Ok(ObservedSource::Missing);
+    }
+    if ctx.settings.azure.is_none() {
+        return Ok(ObservedSource::ProvisionWithoutAzure);
+    }
+    let verified_recently = ctx.verified_components.fresh(
+        &verified_key(tenant),
+        tenant.metadata.generation.unwrap_or_default(),
+        ctx.settings.provision_timings.drift,
+    );
+    let previous_provisioned = tenant.status.as_ref().and_then(|s| {
+        s.conditions
+            .iter()
+            .find(|c| {
+                c.type_ == APPLICATION_INSIGHTS_READY && c.reason == reasons::PROVISIONED.name
+            })
+            .map(|c| c.message.clone())
+    });
+    Ok(ObservedSource::Provision {
+        verified_recently,
+        previous_provisioned,
+        secret_present,
+    })
+}
