@@ -478,3 +478,186 @@ fn redaction(blocked_values: &[String], blocked_key_patterns: &[String]) -> Valu
 fn confmap_escape(s: &str) -> String {
     s.replace('$', "$$")
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::api::collector::{BaselineRedaction, BlobContainers, OtlpPorts, TenantExclusion};
+    use crate::api::tenant::Signals;
+    use crate::pipeline::plan::PlatformPlan;
+
+    fn tenant(id: &str) -> RoutedTenant {
+        RoutedTenant {
+            tenant_id: id.to_owned(),
+            tier: Tier::Standard,
+            signals: Signals::default(),
+            blocked_values: Vec::new(),
+            blocked_key_patterns: Vec::new(),
+            sampling_percentage: None,
+        }
+    }
+
+    fn plan(routed: Vec<RoutedTenant>) -> CollectorPlan {
+        CollectorPlan {
+            ports: OtlpPorts {
+                grpc: 4317,
+                http: 4318,
+            },
+            baseline: BaselineRedaction {
+                blocked_values: vec!["secret".to_owned()],
+                blocked_key_patterns: Vec::new(),
+            },
+            blob_containers: None,
+            platform: None,
+            unknown_tenant: UnknownTenantPolicy::Drop,
+            routed,
+            excluded: Vec::new(),
+            rejected: Vec::new(),
+            secret_files: BTreeMap::new(),
+            memory_limit_bytes: 512 << 20,
+            queue_volume_bytes: 2 << 30,
+        }
+    }
+
+    fn rendered(plan: &CollectorPlan) -> Value {
+        let yaml = render_collector_config(plan).unwrap().yaml;
+        serde_saphyr::from_str(&yaml).unwrap()
+    }
+
+    /// The `processors` or `exporters` list of a rendered pipeline; `None` if there is no
+    /// such pipeline.
+    fn members(config: &Value, pipeline: &str, list: &str) -> Option<Vec<String>> {
+        let pipeline = config["service"]["pipelines"].get(pipeline)?;
+        Some(
+            pipeline[list]
+                .as_array()
+                .map(|ids| {
+                    ids.iter()
+                        .map(|id| id.as_str().unwrap().to_owned())
+                        .collect()
+                })
+                .unwrap_or_default(),
+        )
+    }
+
+    #[test]
+    fn a_tenants_redaction_runs_in_each_of_its_pipelines_and_no_other_tenants() {
+        let acme = RoutedTenant {
+            blocked_values: vec!["CUST-[0-9]{6}".to_owned()],
+            ..tenant("acme")
+        };
+        let config = rendered(&plan(vec![acme, tenant("globex")]));
+        assert!(config["processors"]["redaction/tenant_acme"].is_object());
+        assert!(
+            config["processors"]
+                .get("redaction/tenant_globex")
+                .is_none()
+        );
+        for signal in ["traces", "logs", "metrics"] {
+            let acme = members(&config, &format!("{signal}/tenant_acme"), "processors").unwrap();
+            assert_eq!(acme, ["resource/tenant_acme", "redaction/tenant_acme"]);
+            let globex = members(&config, &format!("{signal}/tenant_globex"), "processors");
+            assert_eq!(globex.unwrap(), ["resource/tenant_globex"]);
+        }
+    }
+
+    #[test]
+    fn a_tenants_sampler_runs_on_traces_and_logs_never_on_metrics() {
+        let acme = RoutedTenant {
+            sampling_percentage: Some(25.0),
+            ..tenant("acme")
+        };
+        let config = rendered(&plan(vec![acme]));
+        assert_eq!(
+            config["processors"]["probabilistic_sampler/tenant_acme"]["sampling_percentage"],
+            25.0
+        );
+        let processors = |signal: &str| {
+            members(&config, &format!("{signal}/tenant_acme"), "processors").unwrap()
+        };
+        let sampled = ["resource/tenant_acme", "probabilistic_sampler/tenant_acme"];
+        assert_eq!(processors("traces"), sampled);
+        assert_eq!(processors("logs"), sampled);
+        assert_eq!(processors("metrics"), ["resource/tenant_acme"]);
+    }
+
+    #[test]
+    fn a_tenants_exporter_ends_each_enabled_signals_pipeline_and_only_those() {
+        let acme = RoutedTenant {
+            signals: Signals {
+                traces: true,
+                logs: false,
+                metrics: true,
+            },
+            ..tenant("acme")
+        };
+        let mut plan = plan(vec![acme]);
+        plan.blob_containers = Some(BlobContainers {
+            traces: "traces".to_owned(),
+            logs: "logs".to_owned(),
+            metrics: "metrics".to_owned(),
+        });
+        let config = rendered(&plan);
+        for signal in ["traces", "metrics"] {
+            let exporters = members(&config, &format!("{signal}/tenant_acme"), "exporters");
+            assert_eq!(
+                exporters.unwrap(),
+                ["telemux_appinsights/tenant_acme", "azure_blob/regional"]
+            );
+        }
+        assert_eq!(members(&config, "logs/tenant_acme", "exporters"), None);
+        // With no tenant's logs to deliver, ingest drops them into nop instead of a router.
+        assert_eq!(
+            members(&config, "logs/ingest", "exporters").unwrap(),
+            ["nop"]
+        );
+        assert!(config["connectors"].get("routing/logs").is_none());
+    }
+
+    /// Every component a pipeline names is defined in its section (connectors may be either
+    /// end of a pipeline), whatever the plan holds.
+    #[test]
+    fn pipelines_name_only_defined_components() {
+        let acme = RoutedTenant {
+            blocked_key_patterns: vec![".*password.*".to_owned()],
+            sampling_percentage: Some(10.0),
+            ..tenant("acme")
+        };
+        let globex = RoutedTenant {
+            signals: Signals {
+                traces: false,
+                logs: true,
+                metrics: false,
+            },
+            tier: Tier::Premium,
+            ..tenant("globex")
+        };
+        let mut with_everything = plan(vec![acme, globex]);
+        with_everything.platform = Some(PlatformPlan { has_sink: true });
+        with_everything.unknown_tenant = UnknownTenantPolicy::Platform;
+        with_everything.excluded = vec![TenantExclusion {
+            tenant_id: "initech".to_owned(),
+            reason: "Suspended".to_owned(),
+        }];
+        for plan in [plan(Vec::new()), with_everything] {
+            let config = rendered(&plan);
+            let defined =
+                |sections: &[&str], id: &str| sections.iter().any(|s| config[*s].get(id).is_some());
+            let pipelines = config["service"]["pipelines"].as_object().unwrap();
+            for (name, pipeline) in pipelines {
+                for (list, sections) in [
+                    ("receivers", &["receivers", "connectors"][..]),
+                    ("processors", &["processors"][..]),
+                    ("exporters", &["exporters", "connectors"][..]),
+                ] {
+                    for id in pipeline[list].as_array().into_iter().flatten() {
+                        let id = id.as_str().unwrap();
+                        assert!(defined(sections, id), "{name} names undefined {id}");
+                    }
+                }
+            }
+        }
+    }
+}
