@@ -741,6 +741,14 @@ mod tests {
         }
     }
 
+    fn containers() -> BlobContainers {
+        BlobContainers {
+            traces: "traces".to_owned(),
+            logs: "logs".to_owned(),
+            metrics: "metrics".to_owned(),
+        }
+    }
+
     fn rendered(plan: &CollectorPlan) -> Value {
         let yaml = render_collector_config(plan).unwrap().yaml;
         serde_saphyr::from_str(&yaml).unwrap()
@@ -814,11 +822,7 @@ mod tests {
             ..tenant("acme")
         };
         let mut plan = plan(vec![acme]);
-        plan.blob_containers = Some(BlobContainers {
-            traces: "traces".to_owned(),
-            logs: "logs".to_owned(),
-            metrics: "metrics".to_owned(),
-        });
+        plan.blob_containers = Some(containers());
         let config = rendered(&plan);
         for signal in ["traces", "metrics"] {
             let exporters = members(&config, &format!("{signal}/tenant_acme"), "exporters");
@@ -877,6 +881,94 @@ mod tests {
                         assert!(defined(sections, id), "{name} names undefined {id}");
                     }
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn ids_read_as_the_collector_spells_them() {
+        assert_eq!(ids::memory_limiter().to_string(), "memory_limiter");
+        assert_eq!(
+            ids::tenant_redaction("acme").to_string(),
+            "redaction/tenant_acme"
+        );
+        assert_eq!(
+            ids::tenant_exporter("acme").to_string(),
+            "telemux_appinsights/tenant_acme"
+        );
+        assert_eq!(
+            ids::tenant_pipeline(Signal::Traces, "acme").to_string(),
+            "traces/tenant_acme"
+        );
+        assert_eq!(ids::routing(Signal::Logs).to_string(), "routing/logs");
+    }
+
+    #[test]
+    fn a_tenants_pipelines_run_its_processors_in_order_and_its_sampler_not_on_metrics() {
+        let acme = RoutedTenant {
+            blocked_values: vec!["CUST-[0-9]{6}".to_owned()],
+            sampling_percentage: Some(50.0),
+            ..tenant("acme")
+        };
+        let mut plan = plan(vec![acme.clone()]);
+        plan.blob_containers = Some(containers());
+        for signal in Signal::ALL {
+            let mut processors = vec![ids::tenant_tier("acme"), ids::tenant_redaction("acme")];
+            if signal != Signal::Metrics {
+                processors.push(ids::tenant_sampler("acme"));
+            }
+            let expected = Pipeline {
+                exporters: vec![ids::tenant_exporter("acme"), ids::regional_blob()],
+                processors,
+                receivers: vec![ids::routing(signal)],
+            };
+            assert_eq!(
+                tenant_pipeline(&plan, &acme, signal),
+                expected,
+                "{signal:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_tenant_without_redaction_or_sampling_has_only_its_tier_stamp() {
+        let globex = tenant("globex");
+        let plan = plan(vec![globex.clone()]);
+        let defined: Vec<ComponentId> = tenant_processors(&globex)
+            .into_iter()
+            .map(|p| p.id)
+            .collect();
+        assert_eq!(defined, [ids::tenant_tier("globex")]);
+        for signal in Signal::ALL {
+            let pipeline = tenant_pipeline(&plan, &globex, signal);
+            assert_eq!(pipeline.processors, [ids::tenant_tier("globex")]);
+            assert_eq!(pipeline.exporters, [ids::tenant_exporter("globex")]);
+        }
+    }
+
+    #[test]
+    fn each_enabled_signal_routes_to_the_tenants_pipeline_and_a_disabled_one_does_not() {
+        let acme = RoutedTenant {
+            signals: Signals {
+                traces: true,
+                logs: false,
+                metrics: true,
+            },
+            ..tenant("acme")
+        };
+        let plan = plan(vec![acme]);
+        for signal in Signal::ALL {
+            let flow = Flow::of(&plan, signal);
+            let routed: Vec<&ComponentId> = flow.routes.iter().map(|r| &r.pipeline_id).collect();
+            if signal == Signal::Logs {
+                assert!(routed.is_empty());
+                assert_eq!(flow.router(), None);
+                assert_eq!(flow.ingest_exporter(), ids::nop());
+            } else {
+                assert_eq!(routed, [&ids::tenant_pipeline(signal, "acme")]);
+                assert_eq!(flow.ingest_exporter(), ids::routing(signal));
+                let exporters = &flow.routes[0].pipeline.exporters;
+                assert!(exporters.contains(&ids::tenant_exporter("acme")));
             }
         }
     }
