@@ -597,6 +597,25 @@ async fn changing_a_tenants_redaction_rolls_the_collector_once() {
             .get("redaction/tenant_globex")
             .is_none()
     );
+    // Defined is not enough: acme's redaction must run in each of acme's pipelines, and in none
+    // of globex's.
+    let runs_acmes_redaction = |pipeline: &str| {
+        config["service"]["pipelines"][pipeline]["processors"]
+            .as_array()
+            .unwrap_or_else(|| panic!("pipeline {pipeline} has no processors"))
+            .iter()
+            .any(|p| p == "redaction/tenant_acme")
+    };
+    for signal in ["traces", "logs", "metrics"] {
+        assert!(
+            runs_acmes_redaction(&format!("{signal}/tenant_acme")),
+            "{signal}/tenant_acme runs redaction/tenant_acme"
+        );
+        assert!(
+            !runs_acmes_redaction(&format!("{signal}/tenant_globex")),
+            "{signal}/tenant_globex does not run redaction/tenant_acme"
+        );
+    }
     env.teardown().await;
 }
 

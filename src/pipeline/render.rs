@@ -10,9 +10,16 @@
 //! No `batch` processor: it would acknowledge data before any queue holds it, so a full queue
 //! could not refuse the client and a restart would lose what it held. Batching happens in each
 //! exporter's sending queue, after the data is on the queue volume.
+//!
+//! Every component id comes from one constructor in [`ids`], used both where the component is
+//! defined and wherever it is named. What a pipeline runs is decided from the plan's fields, and
+//! the definitions come from the same decision, so a pipeline cannot name an undefined component.
+
+use std::collections::BTreeMap;
+use std::fmt;
 
 use serde::Serialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::delivery::{
@@ -25,7 +32,7 @@ use super::{
     PLATFORM_CONNECTION_STRING_FILE, PLATFORM_USER, QUEUE_DIR, SECRETS_DIR,
     tenant_connection_string_file,
 };
-use crate::api::collector::UnknownTenantPolicy;
+use crate::api::collector::{BlobContainers, TenantExclusion, UnknownTenantPolicy};
 use crate::api::tenant::Tier;
 
 /// Rendered collector configuration and its SHA-256 (hex).
@@ -39,12 +46,63 @@ pub struct RenderedConfig {
 #[error("could not serialize the collector configuration: {0}")]
 pub struct RenderError(String);
 
-/// Attributes the redaction processor must never touch: routing depends on them.
-const PROTECTED_KEYS: [&str; 3] = ["tenant.id", "tenant.tier", "telemux.principal"];
+/// Renders the collector configuration for a plan. Deterministic: tenants are sorted by the
+/// plan, maps are ordered by key.
+pub fn render_collector_config(plan: &CollectorPlan) -> Result<RenderedConfig, RenderError> {
+    render_with_secrets_dir(plan, SECRETS_DIR)
+}
 
-const INGEST: &str = "ingest";
+/// Renders with the Secret's files under `secrets_dir` instead of where pods mount them, so the
+/// same config can be checked by a collector binary outside a pod.
+pub fn render_with_secrets_dir(
+    plan: &CollectorPlan,
+    secrets_dir: &str,
+) -> Result<RenderedConfig, RenderError> {
+    let config = build(plan, secrets_dir);
+    let yaml = serde_saphyr::to_string(&config).map_err(|e| RenderError(e.to_string()))?;
+    let hash = hex_sha256(yaml.as_bytes());
+    Ok(RenderedConfig { yaml, hash })
+}
 
-#[derive(Clone, Copy)]
+pub(crate) fn hex_sha256(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// How much the plan's exporters may queue on disk and batch in memory.
+pub fn plan_queue_budget(plan: &CollectorPlan) -> QueueBudget {
+    collector_queue_budget(
+        plan.memory_limit_bytes,
+        plan.queue_volume_bytes,
+        &exporter_tiers(plan),
+    )
+}
+
+/// The tier of every exporter instance the collector runs: one per queued exporter and
+/// signal. The platform's and the regional copy's queues are sized as premium.
+fn exporter_tiers(plan: &CollectorPlan) -> Vec<Tier> {
+    let mut tiers: Vec<Tier> = plan
+        .routed
+        .iter()
+        .flat_map(|t| {
+            Signal::ALL
+                .iter()
+                .filter(|s| s.enabled_for(t))
+                .map(|_| t.tier)
+        })
+        .collect();
+    let shared_sinks =
+        usize::from(platform_sink(plan)) + usize::from(plan.blob_containers.is_some());
+    tiers.extend(std::iter::repeat_n(
+        Tier::Premium,
+        shared_sinks * Signal::ALL.len(),
+    ));
+    tiers
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Signal {
     Traces,
     Logs,
@@ -76,309 +134,499 @@ impl Signal {
     }
 }
 
+/// A component's (or pipeline's) id as the collector config spells it: `type` or `type/name`.
+/// Ordered as its text, so the sections come out sorted as they always have.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+struct ComponentId(String);
+
+impl fmt::Display for ComponentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The only place component ids are spelled: one constructor per component.
+mod ids {
+    use super::{ComponentId, Signal};
+
+    fn bare(kind: &str) -> ComponentId {
+        ComponentId(kind.to_owned())
+    }
+
+    fn named(kind: &str, name: &str) -> ComponentId {
+        ComponentId(format!("{kind}/{name}"))
+    }
+
+    /// Tenant ids are DNS labels, so `tenant_<id>` is a valid name that no shared component's
+    /// name can equal.
+    fn tenant(kind: &str, tenant_id: &str) -> ComponentId {
+        named(kind, &format!("tenant_{tenant_id}"))
+    }
+
+    pub(super) fn ingest_auth() -> ComponentId {
+        named("basicauth", "ingest")
+    }
+
+    pub(super) fn health_check() -> ComponentId {
+        bare("health_check")
+    }
+
+    /// The extension that holds every exporter's queue.
+    pub(super) fn queue_storage() -> ComponentId {
+        named("file_storage", "queue")
+    }
+
+    pub(super) fn otlp() -> ComponentId {
+        bare("otlp")
+    }
+
+    pub(super) fn memory_limiter() -> ComponentId {
+        bare("memory_limiter")
+    }
+
+    pub(super) fn principal() -> ComponentId {
+        named("resource", "principal")
+    }
+
+    pub(super) fn tenant_id_stamp() -> ComponentId {
+        named("transform", "tenant_id")
+    }
+
+    pub(super) fn excluded_tenants() -> ComponentId {
+        named("filter", "excluded_tenants")
+    }
+
+    pub(super) fn baseline_redaction() -> ComponentId {
+        named("redaction", "baseline")
+    }
+
+    pub(super) fn tenant_tier(tenant_id: &str) -> ComponentId {
+        tenant("resource", tenant_id)
+    }
+
+    pub(super) fn tenant_redaction(tenant_id: &str) -> ComponentId {
+        tenant("redaction", tenant_id)
+    }
+
+    pub(super) fn tenant_sampler(tenant_id: &str) -> ComponentId {
+        tenant("probabilistic_sampler", tenant_id)
+    }
+
+    pub(super) fn routing(signal: Signal) -> ComponentId {
+        named("routing", signal.name())
+    }
+
+    pub(super) fn nop() -> ComponentId {
+        bare("nop")
+    }
+
+    pub(super) fn regional_blob() -> ComponentId {
+        named("azure_blob", "regional")
+    }
+
+    pub(super) fn platform_exporter() -> ComponentId {
+        named("telemux_appinsights", "platform")
+    }
+
+    pub(super) fn tenant_exporter(tenant_id: &str) -> ComponentId {
+        tenant("telemux_appinsights", tenant_id)
+    }
+
+    pub(super) fn ingest_pipeline(signal: Signal) -> ComponentId {
+        named(signal.name(), "ingest")
+    }
+
+    pub(super) fn platform_pipeline(signal: Signal) -> ComponentId {
+        named(signal.name(), "platform")
+    }
+
+    pub(super) fn tenant_pipeline(signal: Signal, tenant_id: &str) -> ComponentId {
+        tenant(signal.name(), tenant_id)
+    }
+}
+
+/// A section of the config: components by id.
+type Components = BTreeMap<ComponentId, Value>;
+
 /// The top level of a collector config, in the order people read it.
 #[derive(Serialize)]
 struct CollectorConfig {
-    extensions: Map<String, Value>,
-    receivers: Map<String, Value>,
-    processors: Map<String, Value>,
-    connectors: Map<String, Value>,
-    exporters: Map<String, Value>,
+    extensions: Components,
+    receivers: Components,
+    processors: Components,
+    connectors: Components,
+    exporters: Components,
     service: Service,
 }
 
 #[derive(Serialize)]
 struct Service {
-    extensions: Vec<String>,
+    extensions: Vec<ComponentId>,
     telemetry: Value,
-    pipelines: Map<String, Value>,
+    pipelines: BTreeMap<ComponentId, Pipeline>,
 }
 
-/// Renders the collector configuration for a plan. Deterministic: tenants are sorted by the
-/// plan, maps are ordered by key.
-pub fn render_collector_config(plan: &CollectorPlan) -> Result<RenderedConfig, RenderError> {
-    render_with_secrets_dir(plan, SECRETS_DIR)
+/// A service pipeline. Fields in alphabetical order, like every other key of the config.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+struct Pipeline {
+    exporters: Vec<ComponentId>,
+    /// Empty only for the platform's pipeline, which then has no `processors` key.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    processors: Vec<ComponentId>,
+    receivers: Vec<ComponentId>,
 }
 
-/// Renders with the Secret's files under `secrets_dir` instead of where pods mount them, so the
-/// same config can be checked by a collector binary outside a pod.
-pub fn render_with_secrets_dir(
-    plan: &CollectorPlan,
-    secrets_dir: &str,
-) -> Result<RenderedConfig, RenderError> {
-    let config = build(plan, secrets_dir);
-    let yaml = serde_saphyr::to_string(&config).map_err(|e| RenderError(e.to_string()))?;
-    let hash = hex_sha256(yaml.as_bytes());
-    Ok(RenderedConfig { yaml, hash })
-}
-
-pub(crate) fn hex_sha256(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
+/// Each section from the plan; the routing of each signal is decided once and shared by the
+/// connectors, exporters and pipelines that follow from it.
 fn build(plan: &CollectorPlan, secrets_dir: &str) -> CollectorConfig {
-    let secret_file = |name: &str| format!("${{file:{secrets_dir}/{name}}}");
-    let mut extensions = Map::new();
-    let mut receivers = Map::new();
-    let mut processors = Map::new();
-    let mut connectors = Map::new();
-    let mut exporters = Map::new();
-    let mut pipelines = Map::new();
-
-    extensions.insert(
-        "basicauth/ingest".into(),
-        json!({ "htpasswd": { "file": format!("{secrets_dir}/{HTPASSWD_FILE}") } }),
-    );
-    extensions.insert(
-        "health_check".into(),
-        json!({ "endpoint": format!("0.0.0.0:{HEALTH_PORT}") }),
-    );
-    // One bbolt file per exporter instance under the queue volume; compaction gives the disk
-    // back once a backlog drained.
-    extensions.insert(
-        QUEUE_STORAGE.into(),
-        json!({
-            "directory": QUEUE_DIR,
-            "create_directory": true,
-            "compaction": { "directory": QUEUE_DIR, "on_start": true, "on_rebound": true },
-        }),
-    );
-    let budget = plan_queue_budget(plan);
-
-    let auth = json!({ "authenticator": "basicauth/ingest" });
-    receivers.insert(
-        "otlp".into(),
-        json!({ "protocols": {
-            "grpc": { "endpoint": format!("0.0.0.0:{}", plan.ports.grpc), "auth": auth },
-            "http": { "endpoint": format!("0.0.0.0:{}", plan.ports.http), "auth": auth },
-        }}),
-    );
-
-    // Ingest stage, shared by all tenants of a signal.
-    processors.insert(
-        "memory_limiter".into(),
-        json!({
-            "check_interval": "1s",
-            "limit_percentage": MEMORY_LIMIT_PERCENTAGE,
-            "spike_limit_percentage": MEMORY_SPIKE_PERCENTAGE,
-        }),
-    );
-    processors.insert(
-        "resource/principal".into(),
-        json!({ "attributes": [
-            { "key": "telemux.principal", "from_context": "auth.username", "action": "upsert" }
-        ]}),
-    );
-    // The identity comes from the credential, never from the client's own attributes; only the
-    // platform, trusted to act for tenants, keeps the tenant.id it sent.
-    let stamp = format!(
-        r#"set(resource.attributes["tenant.id"], resource.attributes["telemux.principal"]) where resource.attributes["telemux.principal"] != "{PLATFORM_USER}""#
-    );
-    let stamp_statements = json!([{ "context": "resource", "statements": [stamp] }]);
-    processors.insert(
-        "transform/tenant_id".into(),
-        json!({
-            "error_mode": "propagate",
-            "trace_statements": stamp_statements,
-            "log_statements": stamp_statements,
-            "metric_statements": stamp_statements,
-        }),
-    );
-    let has_exclusions = !plan.excluded.is_empty();
-    if has_exclusions {
-        let conditions: Vec<String> = plan
-            .excluded
-            .iter()
-            .map(|e| tenant_condition(&e.tenant_id))
-            .collect();
-        processors.insert("filter/excluded_tenants".into(), {
-            // Whole resources go: everything of an excluded tenant shares its resource.
-            let by_resource = json!([{ "context": "resource", "conditions": conditions }]);
-            json!({
-                "error_mode": "ignore",
-                "trace_conditions": by_resource,
-                "log_conditions": by_resource,
-                "metric_conditions": by_resource,
-            })
-        });
-    }
-    processors.insert(
-        "redaction/baseline".into(),
-        redaction(
-            &plan.baseline.blocked_values,
-            &plan.baseline.blocked_key_patterns,
-        ),
-    );
-    let blob = plan.blob_containers.as_ref().map(|containers| {
-        exporters.insert(
-            "azure_blob/regional".into(),
-            json!({
-                "auth": {
-                    "type": "connection_string",
-                    "connection_string": secret_file(BLOB_CONNECTION_STRING_FILE),
-                },
-                "container": {
-                    "traces": confmap_escape(&containers.traces),
-                    "logs": confmap_escape(&containers.logs),
-                    "metrics": confmap_escape(&containers.metrics),
-                },
-                // Persistent and batched like the tenants' exporters: a blob per batch, not
-                // per request, and a restart loses nothing.
-                "sending_queue": {
-                    "enabled": true,
-                    "sizer": "bytes",
-                    "queue_size": budget.queue_bytes(Tier::Premium),
-                    "storage": QUEUE_STORAGE,
-                    "batch": { "flush_timeout": "5s", "sizer": "bytes", "min_size": budget.batch_bytes, "max_size": budget.batch_bytes },
-                },
-            }),
-        );
-        "azure_blob/regional".to_owned()
-    });
-
-    let platform_sink = plan.platform.as_ref().is_some_and(|p| p.has_sink);
-    if platform_sink {
-        exporters.insert(
-            PLATFORM_EXPORTER.into(),
-            appinsights_exporter(
-                secret_file(PLATFORM_CONNECTION_STRING_FILE),
-                Tier::Premium,
-                &budget,
-            ),
-        );
-    }
-
-    for tenant in &plan.routed {
-        let id = &tenant.tenant_id;
-        processors.insert(
-            format!("resource/tenant_{id}"),
-            json!({ "attributes": [
-                { "key": "tenant.tier", "value": tenant.tier.as_str(), "action": "upsert" }
-            ]}),
-        );
-        if !tenant.blocked_values.is_empty() || !tenant.blocked_key_patterns.is_empty() {
-            processors.insert(
-                format!("redaction/tenant_{id}"),
-                redaction(&tenant.blocked_values, &tenant.blocked_key_patterns),
-            );
-        }
-        if let Some(percentage) = tenant.sampling_percentage {
-            processors.insert(
-                format!("probabilistic_sampler/tenant_{id}"),
-                json!({ "sampling_percentage": percentage }),
-            );
-        }
-        exporters.insert(
-            tenant_exporter(id),
-            appinsights_exporter(
-                secret_file(&tenant_connection_string_file(id)),
-                tenant.tier,
-                &budget,
-            ),
-        );
-    }
-
-    for signal in Signal::ALL {
-        let s = signal.name();
-        let router = format!("routing/{s}");
-        let platform_pipeline = format!("{s}/platform");
-        let mut table = Vec::new();
-        if platform_sink {
-            // Platform items that name no tenant are the platform's own telemetry.
-            table.push(json!({
-                "condition": r#"resource.attributes["tenant.id"] == nil"#,
-                "pipelines": [platform_pipeline],
-            }));
-        }
-        for tenant in plan.routed.iter().filter(|t| signal.enabled_for(t)) {
-            let id = &tenant.tenant_id;
-            table.push(json!({
-                "condition": tenant_condition(id),
-                "pipelines": [format!("{s}/tenant_{id}")],
-            }));
-            let mut tenant_processors = vec![format!("resource/tenant_{id}")];
-            if processors.contains_key(&format!("redaction/tenant_{id}")) {
-                tenant_processors.push(format!("redaction/tenant_{id}"));
-            }
-            if signal.sampled() && tenant.sampling_percentage.is_some() {
-                tenant_processors.push(format!("probabilistic_sampler/tenant_{id}"));
-            }
-            let mut tenant_exporters = vec![tenant_exporter(id)];
-            tenant_exporters.extend(blob.clone());
-            pipelines.insert(
-                format!("{s}/tenant_{id}"),
-                json!({
-                    "receivers": [router],
-                    "processors": tenant_processors,
-                    "exporters": tenant_exporters,
-                }),
-            );
-        }
-
-        let mut ingest_processors = vec![
-            "memory_limiter",
-            "resource/principal",
-            "transform/tenant_id",
-        ];
-        if has_exclusions {
-            ingest_processors.push("filter/excluded_tenants");
-        }
-        ingest_processors.push("redaction/baseline");
-
-        let ingest_exporters = if table.is_empty() {
-            // Nothing to deliver to: accept (authenticated) data and drop it, counted by the
-            // nop exporter, rather than failing clients.
-            exporters.insert("nop".into(), json!({}));
-            vec!["nop".to_owned()]
-        } else {
-            let mut routing = json!({ "error_mode": "ignore", "table": table });
-            if platform_sink && plan.unknown_tenant == UnknownTenantPolicy::Platform {
-                routing["default_pipelines"] = json!([platform_pipeline]);
-            }
-            connectors.insert(router.clone(), routing);
-            if platform_sink {
-                pipelines.insert(
-                    platform_pipeline.clone(),
-                    json!({
-                        "receivers": [router],
-                        "exporters": [PLATFORM_EXPORTER],
-                    }),
-                );
-            }
-            vec![router]
-        };
-        pipelines.insert(
-            format!("{s}/{INGEST}"),
-            json!({
-                "receivers": ["otlp"],
-                "processors": ingest_processors,
-                "exporters": ingest_exporters,
-            }),
-        );
-    }
-
+    let flows = Signal::ALL.map(|signal| Flow::of(plan, signal));
+    let extensions = extensions(secrets_dir);
     CollectorConfig {
         service: Service {
             extensions: extensions.keys().cloned().collect(),
-            telemetry: json!({
-                "metrics": {
-                    "level": "normal",
-                    "readers": [{ "pull": { "exporter": { "prometheus": {
-                        "host": "0.0.0.0", "port": METRICS_PORT
-                    }}}}],
-                }
-            }),
-            pipelines,
+            telemetry: telemetry(),
+            pipelines: pipelines(plan, &flows),
         },
         extensions,
-        receivers,
-        processors,
-        connectors,
-        exporters,
+        receivers: receivers(plan),
+        processors: processors(plan),
+        connectors: connectors(plan, &flows),
+        exporters: exporters(plan, secrets_dir, &flows),
     }
+}
+
+/// Where one signal goes after ingest: the rows of its routing table, each with the pipeline
+/// it feeds. No rows when the collector has nowhere to deliver the signal.
+struct Flow {
+    signal: Signal,
+    routes: Vec<Route>,
+}
+
+/// A row of a signal's routing table and the pipeline it feeds.
+struct Route {
+    condition: String,
+    pipeline_id: ComponentId,
+    pipeline: Pipeline,
+}
+
+impl Flow {
+    fn of(plan: &CollectorPlan, signal: Signal) -> Flow {
+        // Platform items that name no tenant are the platform's own telemetry.
+        let platform = platform_sink(plan).then(|| Route {
+            condition: r#"resource.attributes["tenant.id"] == nil"#.to_owned(),
+            pipeline_id: ids::platform_pipeline(signal),
+            pipeline: Pipeline {
+                exporters: vec![ids::platform_exporter()],
+                processors: Vec::new(),
+                receivers: vec![ids::routing(signal)],
+            },
+        });
+        let tenants = plan.routed.iter().filter(|t| signal.enabled_for(t));
+        let tenants = tenants.map(|tenant| Route {
+            condition: tenant_condition(&tenant.tenant_id),
+            pipeline_id: ids::tenant_pipeline(signal, &tenant.tenant_id),
+            pipeline: tenant_pipeline(plan, tenant, signal),
+        });
+        let routes = platform.into_iter().chain(tenants).collect();
+        Flow { signal, routes }
+    }
+
+    /// The signal's routing connector, unless there is nothing to route to.
+    fn router(&self) -> Option<ComponentId> {
+        (!self.routes.is_empty()).then(|| ids::routing(self.signal))
+    }
+
+    /// With nothing to deliver to, ingest accepts (authenticated) data and drops it, counted by
+    /// the nop exporter, rather than failing clients.
+    fn ingest_exporter(&self) -> ComponentId {
+        self.router().unwrap_or_else(ids::nop)
+    }
+}
+
+/// One tenant's pipeline of one signal: from the signal's router, through the tenant's own
+/// processors that apply to the signal, to its exporter and the regional copy.
+fn tenant_pipeline(plan: &CollectorPlan, tenant: &RoutedTenant, signal: Signal) -> Pipeline {
+    let mut exporters = vec![ids::tenant_exporter(&tenant.tenant_id)];
+    if plan.blob_containers.is_some() {
+        exporters.push(ids::regional_blob());
+    }
+    Pipeline {
+        exporters,
+        processors: running_on(tenant_processors(tenant), signal),
+        receivers: vec![ids::routing(signal)],
+    }
+}
+
+/// A processor and the signals whose pipelines run it. Pipelines and the `processors` section
+/// both come from lists of these.
+struct Processor {
+    id: ComponentId,
+    config: Value,
+    runs_on: fn(Signal) -> bool,
+}
+
+impl Processor {
+    fn on_every_signal(id: ComponentId, config: Value) -> Processor {
+        Processor {
+            id,
+            config,
+            runs_on: |_| true,
+        }
+    }
+}
+
+fn running_on(processors: Vec<Processor>, signal: Signal) -> Vec<ComponentId> {
+    processors
+        .into_iter()
+        .filter(|p| (p.runs_on)(signal))
+        .map(|p| p.id)
+        .collect()
+}
+
+/// The ingest stage every signal shares, in the order it runs.
+fn ingest_processors(plan: &CollectorPlan) -> Vec<Processor> {
+    let mut processors = vec![
+        Processor::on_every_signal(ids::memory_limiter(), memory_limiter()),
+        Processor::on_every_signal(ids::principal(), principal()),
+        Processor::on_every_signal(ids::tenant_id_stamp(), tenant_id_stamp()),
+    ];
+    if !plan.excluded.is_empty() {
+        let filter = excluded_tenants_filter(&plan.excluded);
+        processors.push(Processor::on_every_signal(ids::excluded_tenants(), filter));
+    }
+    let baseline = &plan.baseline;
+    let redaction = redaction(&baseline.blocked_values, &baseline.blocked_key_patterns);
+    processors.push(Processor::on_every_signal(
+        ids::baseline_redaction(),
+        redaction,
+    ));
+    processors
+}
+
+/// A tenant's own processors, in the order its pipelines run them: the tier stamp; its
+/// redaction, when it blocks anything the baseline does not; its sampler, when below 100%.
+fn tenant_processors(tenant: &RoutedTenant) -> Vec<Processor> {
+    let id = &tenant.tenant_id;
+    let mut processors = vec![Processor::on_every_signal(
+        ids::tenant_tier(id),
+        tier_stamp(tenant.tier),
+    )];
+    if !tenant.blocked_values.is_empty() || !tenant.blocked_key_patterns.is_empty() {
+        let redaction = redaction(&tenant.blocked_values, &tenant.blocked_key_patterns);
+        processors.push(Processor::on_every_signal(
+            ids::tenant_redaction(id),
+            redaction,
+        ));
+    }
+    if let Some(percentage) = tenant.sampling_percentage {
+        processors.push(Processor {
+            id: ids::tenant_sampler(id),
+            config: sampler(percentage),
+            runs_on: Signal::sampled,
+        });
+    }
+    processors
+}
+
+fn platform_sink(plan: &CollectorPlan) -> bool {
+    plan.platform.as_ref().is_some_and(|p| p.has_sink)
+}
+
+fn extensions(secrets_dir: &str) -> Components {
+    Components::from([
+        (
+            ids::ingest_auth(),
+            json!({ "htpasswd": { "file": format!("{secrets_dir}/{HTPASSWD_FILE}") } }),
+        ),
+        (
+            ids::health_check(),
+            json!({ "endpoint": format!("0.0.0.0:{HEALTH_PORT}") }),
+        ),
+        // One bbolt file per exporter instance under the queue volume; compaction gives the
+        // disk back once a backlog drained.
+        (
+            ids::queue_storage(),
+            json!({
+                "directory": QUEUE_DIR,
+                "create_directory": true,
+                "compaction": { "directory": QUEUE_DIR, "on_start": true, "on_rebound": true },
+            }),
+        ),
+    ])
+}
+
+fn receivers(plan: &CollectorPlan) -> Components {
+    let auth = json!({ "authenticator": ids::ingest_auth() });
+    let otlp = json!({ "protocols": {
+        "grpc": { "endpoint": format!("0.0.0.0:{}", plan.ports.grpc), "auth": auth },
+        "http": { "endpoint": format!("0.0.0.0:{}", plan.ports.http), "auth": auth },
+    }});
+    Components::from([(ids::otlp(), otlp)])
+}
+
+/// The ingest stage's processors and every routed tenant's, defined even where a tenant's
+/// enabled signals leave one unused (a metrics-only tenant's sampler): the collector ignores
+/// components no pipeline names.
+fn processors(plan: &CollectorPlan) -> Components {
+    let tenants = plan.routed.iter().flat_map(tenant_processors);
+    ingest_processors(plan)
+        .into_iter()
+        .chain(tenants)
+        .map(|p| (p.id, p.config))
+        .collect()
+}
+
+/// A routing connector for each signal that has somewhere to go.
+fn connectors(plan: &CollectorPlan, flows: &[Flow]) -> Components {
+    flows
+        .iter()
+        .filter_map(|flow| Some((flow.router()?, routing(plan, flow))))
+        .collect()
+}
+
+/// The tenants' and the platform's App Insights exporters, the regional copy, and nop if some
+/// signal has nowhere to go.
+fn exporters(plan: &CollectorPlan, secrets_dir: &str, flows: &[Flow]) -> Components {
+    let budget = plan_queue_budget(plan);
+    let mut exporters = Components::new();
+    if let Some(containers) = &plan.blob_containers {
+        let blob = blob_exporter(containers, secrets_dir, &budget);
+        exporters.insert(ids::regional_blob(), blob);
+    }
+    if platform_sink(plan) {
+        let connection_string = secret_file(secrets_dir, PLATFORM_CONNECTION_STRING_FILE);
+        let platform = appinsights_exporter(connection_string, Tier::Premium, &budget);
+        exporters.insert(ids::platform_exporter(), platform);
+    }
+    for tenant in &plan.routed {
+        let id = &tenant.tenant_id;
+        let connection_string = secret_file(secrets_dir, &tenant_connection_string_file(id));
+        let exporter = appinsights_exporter(connection_string, tenant.tier, &budget);
+        exporters.insert(ids::tenant_exporter(id), exporter);
+    }
+    if flows.iter().any(|flow| flow.router().is_none()) {
+        exporters.insert(ids::nop(), json!({}));
+    }
+    exporters
+}
+
+/// Per signal, the ingest pipeline into its router (or nop) and the pipelines the router feeds.
+fn pipelines(plan: &CollectorPlan, flows: &[Flow]) -> BTreeMap<ComponentId, Pipeline> {
+    let mut pipelines = BTreeMap::new();
+    for flow in flows {
+        let ingest = Pipeline {
+            exporters: vec![flow.ingest_exporter()],
+            processors: running_on(ingest_processors(plan), flow.signal),
+            receivers: vec![ids::otlp()],
+        };
+        pipelines.insert(ids::ingest_pipeline(flow.signal), ingest);
+        let routed = flow.routes.iter();
+        pipelines.extend(routed.map(|r| (r.pipeline_id.clone(), r.pipeline.clone())));
+    }
+    pipelines
+}
+
+fn telemetry() -> Value {
+    json!({
+        "metrics": {
+            "level": "normal",
+            "readers": [{ "pull": { "exporter": { "prometheus": {
+                "host": "0.0.0.0", "port": METRICS_PORT
+            }}}}],
+        }
+    })
+}
+
+fn memory_limiter() -> Value {
+    json!({
+        "check_interval": "1s",
+        "limit_percentage": MEMORY_LIMIT_PERCENTAGE,
+        "spike_limit_percentage": MEMORY_SPIKE_PERCENTAGE,
+    })
+}
+
+fn principal() -> Value {
+    json!({ "attributes": [
+        { "key": "telemux.principal", "from_context": "auth.username", "action": "upsert" }
+    ]})
+}
+
+/// The identity comes from the credential, never from the client's own attributes; only the
+/// platform, trusted to act for tenants, keeps the tenant.id it sent.
+fn tenant_id_stamp() -> Value {
+    let stamp = format!(
+        r#"set(resource.attributes["tenant.id"], resource.attributes["telemux.principal"]) where resource.attributes["telemux.principal"] != "{PLATFORM_USER}""#
+    );
+    let statements = json!([{ "context": "resource", "statements": [stamp] }]);
+    json!({
+        "error_mode": "propagate",
+        "trace_statements": statements,
+        "log_statements": statements,
+        "metric_statements": statements,
+    })
+}
+
+/// Whole resources go: everything of an excluded tenant shares its resource.
+fn excluded_tenants_filter(excluded: &[TenantExclusion]) -> Value {
+    let conditions: Vec<String> = excluded
+        .iter()
+        .map(|e| tenant_condition(&e.tenant_id))
+        .collect();
+    let by_resource = json!([{ "context": "resource", "conditions": conditions }]);
+    json!({
+        "error_mode": "ignore",
+        "trace_conditions": by_resource,
+        "log_conditions": by_resource,
+        "metric_conditions": by_resource,
+    })
+}
+
+/// Attributes the redaction processor must never touch: routing depends on them.
+const PROTECTED_KEYS: [&str; 3] = ["tenant.id", "tenant.tier", "telemux.principal"];
+
+fn redaction(blocked_values: &[String], blocked_key_patterns: &[String]) -> Value {
+    let mut config = json!({
+        "allow_all_keys": true,
+        "ignored_keys": PROTECTED_KEYS,
+        "summary": "silent",
+    });
+    if !blocked_values.is_empty() {
+        config["blocked_values"] = blocked_values.iter().map(|v| confmap_escape(v)).collect();
+    }
+    if !blocked_key_patterns.is_empty() {
+        config["blocked_key_patterns"] = blocked_key_patterns
+            .iter()
+            .map(|v| confmap_escape(v))
+            .collect();
+    }
+    config
+}
+
+fn sampler(percentage: f64) -> Value {
+    json!({ "sampling_percentage": percentage })
+}
+
+fn tier_stamp(tier: Tier) -> Value {
+    json!({ "attributes": [
+        { "key": "tenant.tier", "value": tier.as_str(), "action": "upsert" }
+    ]})
+}
+
+/// A signal's routing connector: each row sends one tenant's (or the platform's own) items to
+/// its pipeline; items of a tenant this collector does not route are dropped, unless the
+/// platform asked for them.
+fn routing(plan: &CollectorPlan, flow: &Flow) -> Value {
+    let table: Vec<Value> = flow
+        .routes
+        .iter()
+        .map(|r| json!({ "condition": r.condition, "pipelines": [r.pipeline_id] }))
+        .collect();
+    let mut routing = json!({ "error_mode": "ignore", "table": table });
+    if platform_sink(plan) && plan.unknown_tenant == UnknownTenantPolicy::Platform {
+        routing["default_pipelines"] = json!([ids::platform_pipeline(flow.signal)]);
+    }
+    routing
 }
 
 fn tenant_condition(tenant_id: &str) -> String {
@@ -386,43 +634,27 @@ fn tenant_condition(tenant_id: &str) -> String {
     format!(r#"resource.attributes["tenant.id"] == "{tenant_id}""#)
 }
 
-/// The extension that holds every exporter's queue.
-const QUEUE_STORAGE: &str = "file_storage/queue";
-const PLATFORM_EXPORTER: &str = "telemux_appinsights/platform";
-
-fn tenant_exporter(tenant_id: &str) -> String {
-    format!("telemux_appinsights/tenant_{tenant_id}")
-}
-
-/// How much the plan's exporters may queue on disk and batch in memory.
-pub fn plan_queue_budget(plan: &CollectorPlan) -> QueueBudget {
-    collector_queue_budget(
-        plan.memory_limit_bytes,
-        plan.queue_volume_bytes,
-        &exporter_tiers(plan),
-    )
-}
-
-/// The tier of every exporter instance the collector runs: one per queued exporter and
-/// signal. The platform's and the regional copy's queues are sized as premium.
-fn exporter_tiers(plan: &CollectorPlan) -> Vec<Tier> {
-    let mut tiers: Vec<Tier> = plan
-        .routed
-        .iter()
-        .flat_map(|t| {
-            Signal::ALL
-                .iter()
-                .filter(|s| s.enabled_for(t))
-                .map(|_| t.tier)
-        })
-        .collect();
-    let shared_sinks = usize::from(plan.platform.as_ref().is_some_and(|p| p.has_sink))
-        + usize::from(plan.blob_containers.is_some());
-    tiers.extend(std::iter::repeat_n(
-        Tier::Premium,
-        shared_sinks * Signal::ALL.len(),
-    ));
-    tiers
+/// The regional copy of every tenant's telemetry. Persistent and batched like the tenants'
+/// exporters: a blob per batch, not per request, and a restart loses nothing.
+fn blob_exporter(containers: &BlobContainers, secrets_dir: &str, budget: &QueueBudget) -> Value {
+    json!({
+        "auth": {
+            "type": "connection_string",
+            "connection_string": secret_file(secrets_dir, BLOB_CONNECTION_STRING_FILE),
+        },
+        "container": {
+            "traces": confmap_escape(&containers.traces),
+            "logs": confmap_escape(&containers.logs),
+            "metrics": confmap_escape(&containers.metrics),
+        },
+        "sending_queue": {
+            "enabled": true,
+            "sizer": "bytes",
+            "queue_size": budget.queue_bytes(Tier::Premium),
+            "storage": ids::queue_storage(),
+            "batch": { "flush_timeout": "5s", "sizer": "bytes", "min_size": budget.batch_bytes, "max_size": budget.batch_bytes },
+        },
+    })
 }
 
 /// A tenant's (or the platform's) App Insights exporter: a persistent queue bounded in bytes by
@@ -444,7 +676,7 @@ fn appinsights_exporter(connection_string: String, tier: Tier, budget: &QueueBud
             "queue_size": budget.queue_bytes(tier),
             "num_consumers": QUEUE_CONSUMERS,
             "block_on_overflow": false,
-            "storage": QUEUE_STORAGE,
+            "storage": ids::queue_storage(),
             "batch": {
                 "flush_timeout": "200ms",
                 "sizer": "bytes",
@@ -455,26 +687,289 @@ fn appinsights_exporter(connection_string: String, tier: Tier, budget: &QueueBud
     })
 }
 
-fn redaction(blocked_values: &[String], blocked_key_patterns: &[String]) -> Value {
-    let mut config = json!({
-        "allow_all_keys": true,
-        "ignored_keys": PROTECTED_KEYS,
-        "summary": "silent",
-    });
-    if !blocked_values.is_empty() {
-        config["blocked_values"] = blocked_values.iter().map(|v| confmap_escape(v)).collect();
-    }
-    if !blocked_key_patterns.is_empty() {
-        config["blocked_key_patterns"] = blocked_key_patterns
-            .iter()
-            .map(|v| confmap_escape(v))
-            .collect();
-    }
-    config
+/// A file of the collector's Secret, read by the collector when it loads the config, so the
+/// config itself holds no secret.
+fn secret_file(secrets_dir: &str, name: &str) -> String {
+    format!("${{file:{secrets_dir}/{name}}}")
 }
 
 /// The collector expands `${...}` in every string of its config; user text must reach it
 /// literally, so `$` is written as `$$`.
 fn confmap_escape(s: &str) -> String {
     s.replace('$', "$$")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::api::collector::{BaselineRedaction, BlobContainers, OtlpPorts, TenantExclusion};
+    use crate::api::tenant::Signals;
+    use crate::pipeline::plan::PlatformPlan;
+
+    fn tenant(id: &str) -> RoutedTenant {
+        RoutedTenant {
+            tenant_id: id.to_owned(),
+            tier: Tier::Standard,
+            signals: Signals::default(),
+            blocked_values: Vec::new(),
+            blocked_key_patterns: Vec::new(),
+            sampling_percentage: None,
+        }
+    }
+
+    fn plan(routed: Vec<RoutedTenant>) -> CollectorPlan {
+        CollectorPlan {
+            ports: OtlpPorts {
+                grpc: 4317,
+                http: 4318,
+            },
+            baseline: BaselineRedaction {
+                blocked_values: vec!["secret".to_owned()],
+                blocked_key_patterns: Vec::new(),
+            },
+            blob_containers: None,
+            platform: None,
+            unknown_tenant: UnknownTenantPolicy::Drop,
+            routed,
+            excluded: Vec::new(),
+            rejected: Vec::new(),
+            secret_files: BTreeMap::new(),
+            memory_limit_bytes: 512 << 20,
+            queue_volume_bytes: 2 << 30,
+        }
+    }
+
+    fn containers() -> BlobContainers {
+        BlobContainers {
+            traces: "traces".to_owned(),
+            logs: "logs".to_owned(),
+            metrics: "metrics".to_owned(),
+        }
+    }
+
+    fn rendered(plan: &CollectorPlan) -> Value {
+        let yaml = render_collector_config(plan).unwrap().yaml;
+        serde_saphyr::from_str(&yaml).unwrap()
+    }
+
+    /// The `processors` or `exporters` list of a rendered pipeline; `None` if there is no
+    /// such pipeline.
+    fn members(config: &Value, pipeline: &str, list: &str) -> Option<Vec<String>> {
+        let pipeline = config["service"]["pipelines"].get(pipeline)?;
+        Some(
+            pipeline[list]
+                .as_array()
+                .map(|ids| {
+                    ids.iter()
+                        .map(|id| id.as_str().unwrap().to_owned())
+                        .collect()
+                })
+                .unwrap_or_default(),
+        )
+    }
+
+    #[test]
+    fn a_tenants_redaction_runs_in_each_of_its_pipelines_and_no_other_tenants() {
+        let acme = RoutedTenant {
+            blocked_values: vec!["CUST-[0-9]{6}".to_owned()],
+            ..tenant("acme")
+        };
+        let config = rendered(&plan(vec![acme, tenant("globex")]));
+        assert!(config["processors"]["redaction/tenant_acme"].is_object());
+        assert!(
+            config["processors"]
+                .get("redaction/tenant_globex")
+                .is_none()
+        );
+        for signal in ["traces", "logs", "metrics"] {
+            let acme = members(&config, &format!("{signal}/tenant_acme"), "processors").unwrap();
+            assert_eq!(acme, ["resource/tenant_acme", "redaction/tenant_acme"]);
+            let globex = members(&config, &format!("{signal}/tenant_globex"), "processors");
+            assert_eq!(globex.unwrap(), ["resource/tenant_globex"]);
+        }
+    }
+
+    #[test]
+    fn a_tenants_sampler_runs_on_traces_and_logs_never_on_metrics() {
+        let acme = RoutedTenant {
+            sampling_percentage: Some(25.0),
+            ..tenant("acme")
+        };
+        let config = rendered(&plan(vec![acme]));
+        assert_eq!(
+            config["processors"]["probabilistic_sampler/tenant_acme"]["sampling_percentage"],
+            25.0
+        );
+        let processors = |signal: &str| {
+            members(&config, &format!("{signal}/tenant_acme"), "processors").unwrap()
+        };
+        let sampled = ["resource/tenant_acme", "probabilistic_sampler/tenant_acme"];
+        assert_eq!(processors("traces"), sampled);
+        assert_eq!(processors("logs"), sampled);
+        assert_eq!(processors("metrics"), ["resource/tenant_acme"]);
+    }
+
+    #[test]
+    fn a_tenants_exporter_ends_each_enabled_signals_pipeline_and_only_those() {
+        let acme = RoutedTenant {
+            signals: Signals {
+                traces: true,
+                logs: false,
+                metrics: true,
+            },
+            ..tenant("acme")
+        };
+        let mut plan = plan(vec![acme]);
+        plan.blob_containers = Some(containers());
+        let config = rendered(&plan);
+        for signal in ["traces", "metrics"] {
+            let exporters = members(&config, &format!("{signal}/tenant_acme"), "exporters");
+            assert_eq!(
+                exporters.unwrap(),
+                ["telemux_appinsights/tenant_acme", "azure_blob/regional"]
+            );
+        }
+        assert_eq!(members(&config, "logs/tenant_acme", "exporters"), None);
+        // With no tenant's logs to deliver, ingest drops them into nop instead of a router.
+        assert_eq!(
+            members(&config, "logs/ingest", "exporters").unwrap(),
+            ["nop"]
+        );
+        assert!(config["connectors"].get("routing/logs").is_none());
+    }
+
+    /// Every component a pipeline names is defined in its section (connectors may be either
+    /// end of a pipeline), whatever the plan holds.
+    #[test]
+    fn pipelines_name_only_defined_components() {
+        let acme = RoutedTenant {
+            blocked_key_patterns: vec![".*password.*".to_owned()],
+            sampling_percentage: Some(10.0),
+            ..tenant("acme")
+        };
+        let globex = RoutedTenant {
+            signals: Signals {
+                traces: false,
+                logs: true,
+                metrics: false,
+            },
+            tier: Tier::Premium,
+            ..tenant("globex")
+        };
+        let mut with_everything = plan(vec![acme, globex]);
+        with_everything.platform = Some(PlatformPlan { has_sink: true });
+        with_everything.unknown_tenant = UnknownTenantPolicy::Platform;
+        with_everything.excluded = vec![TenantExclusion {
+            tenant_id: "initech".to_owned(),
+            reason: "Suspended".to_owned(),
+        }];
+        for plan in [plan(Vec::new()), with_everything] {
+            let config = rendered(&plan);
+            let defined =
+                |sections: &[&str], id: &str| sections.iter().any(|s| config[*s].get(id).is_some());
+            let pipelines = config["service"]["pipelines"].as_object().unwrap();
+            for (name, pipeline) in pipelines {
+                for (list, sections) in [
+                    ("receivers", &["receivers", "connectors"][..]),
+                    ("processors", &["processors"][..]),
+                    ("exporters", &["exporters", "connectors"][..]),
+                ] {
+                    for id in pipeline[list].as_array().into_iter().flatten() {
+                        let id = id.as_str().unwrap();
+                        assert!(defined(sections, id), "{name} names undefined {id}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn ids_read_as_the_collector_spells_them() {
+        assert_eq!(ids::memory_limiter().to_string(), "memory_limiter");
+        assert_eq!(
+            ids::tenant_redaction("acme").to_string(),
+            "redaction/tenant_acme"
+        );
+        assert_eq!(
+            ids::tenant_exporter("acme").to_string(),
+            "telemux_appinsights/tenant_acme"
+        );
+        assert_eq!(
+            ids::tenant_pipeline(Signal::Traces, "acme").to_string(),
+            "traces/tenant_acme"
+        );
+        assert_eq!(ids::routing(Signal::Logs).to_string(), "routing/logs");
+    }
+
+    #[test]
+    fn a_tenants_pipelines_run_its_processors_in_order_and_its_sampler_not_on_metrics() {
+        let acme = RoutedTenant {
+            blocked_values: vec!["CUST-[0-9]{6}".to_owned()],
+            sampling_percentage: Some(50.0),
+            ..tenant("acme")
+        };
+        let mut plan = plan(vec![acme.clone()]);
+        plan.blob_containers = Some(containers());
+        for signal in Signal::ALL {
+            let mut processors = vec![ids::tenant_tier("acme"), ids::tenant_redaction("acme")];
+            if signal != Signal::Metrics {
+                processors.push(ids::tenant_sampler("acme"));
+            }
+            let expected = Pipeline {
+                exporters: vec![ids::tenant_exporter("acme"), ids::regional_blob()],
+                processors,
+                receivers: vec![ids::routing(signal)],
+            };
+            assert_eq!(
+                tenant_pipeline(&plan, &acme, signal),
+                expected,
+                "{signal:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_tenant_without_redaction_or_sampling_has_only_its_tier_stamp() {
+        let globex = tenant("globex");
+        let plan = plan(vec![globex.clone()]);
+        let defined: Vec<ComponentId> = tenant_processors(&globex)
+            .into_iter()
+            .map(|p| p.id)
+            .collect();
+        assert_eq!(defined, [ids::tenant_tier("globex")]);
+        for signal in Signal::ALL {
+            let pipeline = tenant_pipeline(&plan, &globex, signal);
+            assert_eq!(pipeline.processors, [ids::tenant_tier("globex")]);
+            assert_eq!(pipeline.exporters, [ids::tenant_exporter("globex")]);
+        }
+    }
+
+    #[test]
+    fn each_enabled_signal_routes_to_the_tenants_pipeline_and_a_disabled_one_does_not() {
+        let acme = RoutedTenant {
+            signals: Signals {
+                traces: true,
+                logs: false,
+                metrics: true,
+            },
+            ..tenant("acme")
+        };
+        let plan = plan(vec![acme]);
+        for signal in Signal::ALL {
+            let flow = Flow::of(&plan, signal);
+            let routed: Vec<&ComponentId> = flow.routes.iter().map(|r| &r.pipeline_id).collect();
+            if signal == Signal::Logs {
+                assert!(routed.is_empty());
+                assert_eq!(flow.router(), None);
+                assert_eq!(flow.ingest_exporter(), ids::nop());
+            } else {
+                assert_eq!(routed, [&ids::tenant_pipeline(signal, "acme")]);
+                assert_eq!(flow.ingest_exporter(), ids::routing(signal));
+                let exporters = &flow.routes[0].pipeline.exporters;
+                assert!(exporters.contains(&ids::tenant_exporter("acme")));
+            }
+        }
+    }
 }
