@@ -377,12 +377,33 @@ async fn azure_faults_are_reported_and_recovered_from_without_duplicates() {
     let Some(env) = setup("provision-faults").await else {
         return;
     };
-    // Throttled, with Retry-After.
+    // Throttled, with a Retry-After three times the operator's own fallback (2 s): the
+    // operator must wait for ARM's, not its own.
     env.arm
-        .set_fault(ArmFault::throttled(Duration::from_secs(2)));
+        .set_fault(ArmFault::throttled(Duration::from_secs(6)));
     env.tenant("throttled", json!({})).await;
     let message = env.wait_reason("throttled", "False", "Throttled").await;
     assert!(!message.is_empty());
+    let throttled_at = |env: &Env| {
+        env.arm
+            .requests()
+            .into_iter()
+            .filter(|r| r.status == 429 && r.path.ends_with("-throttled"))
+            .map(|r| r.at)
+            .collect::<Vec<_>>()
+    };
+    // The first answers come at once (the tenant's own writes re-trigger its reconcile); once
+    // those settle, the retries are paced by Retry-After.
+    let answers = eventually("four throttled answers", WAIT, || async {
+        let at = throttled_at(&env);
+        (at.len() >= 4).then_some(at)
+    })
+    .await;
+    let waited = answers[3].duration_since(answers[2]).unwrap_or_default();
+    assert!(
+        waited >= Duration::from_millis(5500),
+        "retried {waited:?} after a 429 with Retry-After 6 s"
+    );
     env.arm.clear_faults();
     env.wait_reason("throttled", "True", "Provisioned").await;
 

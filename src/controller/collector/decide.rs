@@ -153,3 +153,104 @@ pub fn status(
     status.conditions = merge(previous, decided, collector.metadata.generation);
     (collector.status.as_ref() != Some(&status)).then_some(status)
 }
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::apps::v1::StatefulSetStatus;
+
+    use super::*;
+
+    fn collector(replicas: i32) -> RegionalCollector {
+        let spec = serde_json::json!({ "region": "westeurope", "replicas": replicas });
+        let mut c = RegionalCollector::new("westeurope", serde_json::from_value(spec).unwrap());
+        c.metadata.generation = Some(3);
+        c
+    }
+
+    fn workload(status: StatefulSetStatus) -> StatefulSet {
+        let mut s = StatefulSet::default();
+        s.metadata.generation = Some(7);
+        s.status = Some(status);
+        s
+    }
+
+    fn rolled(available: i32, updated: i32, same_revision: bool) -> StatefulSetStatus {
+        StatefulSetStatus {
+            observed_generation: Some(7),
+            replicas: 2,
+            available_replicas: Some(available),
+            updated_replicas: Some(updated),
+            current_revision: Some("a".into()),
+            update_revision: Some(if same_revision { "a" } else { "b" }.into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn available_only_when_every_pod_runs_the_wanted_revision() {
+        let c = collector(2);
+        let done = available(&c, Some(&workload(rolled(2, 2, true))));
+        assert_eq!(done.reason, "MinimumReplicasAvailable");
+        let mid = available(&c, Some(&workload(rolled(2, 1, false))));
+        assert_eq!(
+            (mid.status, mid.reason.as_str()),
+            (Status::False, "RollingOut")
+        );
+        let stale = available(&c, Some(&workload(rolled(2, 2, false))));
+        assert_eq!(stale.reason, "RollingOut", "old revision still current");
+        assert_eq!(available(&c, None).status, Status::Unknown);
+        assert_eq!(
+            available(&collector(0), Some(&workload(rolled(0, 0, true)))).reason,
+            "ScaledToZero"
+        );
+    }
+
+    #[test]
+    fn unknown_validity_does_not_block_ready_and_a_rejection_does() {
+        let c = collector(2);
+        let up = available(&c, Some(&workload(rolled(2, 2, true))));
+        let unchecked = Decided::new(
+            CONFIG_VALID,
+            Status::Unknown,
+            reasons::NOT_VALIDATED,
+            "unchecked",
+        );
+        let written = status(
+            &c,
+            vec![unchecked, up.clone()],
+            RegionalCollectorStatus::default(),
+        )
+        .unwrap();
+        let ready = written
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Ready")
+            .unwrap();
+        assert_eq!(ready.status, "True");
+        let (kept, decided) = refused_status(&c, reasons::CONFIG_TOO_LARGE, "too big".into(), None);
+        let written = status(&c, decided, kept).unwrap();
+        let ready = written
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Ready")
+            .unwrap();
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "ConfigTooLarge")
+        );
+    }
+
+    #[test]
+    fn a_refusal_keeps_listing_what_is_live() {
+        let mut c = collector(2);
+        c.status = Some(RegionalCollectorStatus {
+            routed_tenants: vec!["acme".into()],
+            config_hash: Some("abc".into()),
+            ..Default::default()
+        });
+        let (kept, _) = refused_status(&c, reasons::CONFIG_REJECTED, "no".into(), None);
+        assert_eq!(kept.routed_tenants, ["acme"]);
+        assert_eq!(kept.config_hash.as_deref(), Some("abc"));
+        assert_eq!(kept.observed_generation, Some(3));
+    }
+}

@@ -9,7 +9,7 @@ use kube::ResourceExt;
 use super::observe::{ObservedSource, StoredCredential};
 use crate::api::condition_types::{APPLICATION_INSIGHTS_READY, CREDENTIALS_READY, ROUTED};
 use crate::api::reasons::{self, Reason};
-use crate::api::{RegionalCollector, TelemetryTenant, TelemetryTenantStatus};
+use crate::api::{RegionalCollector, SecretKeyRef, TelemetryTenant, TelemetryTenantStatus};
 use crate::azure::AzureError;
 use crate::connection_string::ConnectionString;
 use crate::controller::conditions::{Decided, Status, merge, ready};
@@ -93,50 +93,12 @@ pub fn connection(
 ) -> ConnectionAction {
     let report = |condition, requeue| ConnectionAction::Report { condition, requeue };
     match source {
-        ObservedSource::Existing { reference, lookup } => match lookup {
-            SecretLookup::SecretNotFound => report(
-                ai(
-                    Status::False,
-                    reasons::SECRET_NOT_FOUND,
-                    format!(
-                        "Secret {:?} (applicationInsights.existing.connectionStringSecretRef) does not exist",
-                        reference.name
-                    ),
-                ),
-                Some(resync),
-            ),
-            SecretLookup::KeyNotFound => report(
-                ai(
-                    Status::False,
-                    reasons::SECRET_KEY_NOT_FOUND,
-                    format!("Secret {:?} has no key {:?}", reference.name, reference.key),
-                ),
-                Some(resync),
-            ),
-            SecretLookup::Found(raw) => match ConnectionString::parse(raw) {
-                Err(problem) => report(
-                    ai(
-                        Status::False,
-                        reasons::INVALID_CONNECTION_STRING,
-                        format!(
-                            "key {:?} of Secret {:?}: {problem}",
-                            reference.key, reference.name
-                        ),
-                    ),
-                    Some(resync),
-                ),
-                Ok(_) => ConnectionAction::Copy {
-                    connection_string: raw.clone(),
-                    condition: ai(
-                        Status::True,
-                        reasons::CONNECTION_STRING_RESOLVED,
-                        format!(
-                            "connection string from Secret {:?} key {:?}",
-                            reference.name, reference.key
-                        ),
-                    ),
-                },
+        ObservedSource::Existing { reference, lookup } => match existing(reference, lookup) {
+            Ok((connection_string, condition)) => ConnectionAction::Copy {
+                connection_string,
+                condition,
             },
+            Err(condition) => report(condition, Some(resync)),
         },
         ObservedSource::ProvisionWithoutAzure => {
             let (condition, requeue) = without_azure(timings);
@@ -160,6 +122,35 @@ pub fn connection(
             ),
             None,
         ),
+    }
+}
+
+/// The user's connection string and its condition, or the condition saying what is wrong.
+fn existing(reference: &SecretKeyRef, lookup: &SecretLookup) -> Result<(String, Decided), Decided> {
+    let (name, key) = (&reference.name, &reference.key);
+    let problem = |reason, message| Err(ai(Status::False, reason, message));
+    match lookup {
+        SecretLookup::SecretNotFound => problem(
+            reasons::SECRET_NOT_FOUND,
+            format!(
+                "Secret {name:?} (applicationInsights.existing.connectionStringSecretRef) does not exist"
+            ),
+        ),
+        SecretLookup::KeyNotFound => problem(
+            reasons::SECRET_KEY_NOT_FOUND,
+            format!("Secret {name:?} has no key {key:?}"),
+        ),
+        SecretLookup::Found(raw) => match ConnectionString::parse(raw) {
+            Err(e) => problem(
+                reasons::INVALID_CONNECTION_STRING,
+                format!("key {key:?} of Secret {name:?}: {e}"),
+            ),
+            Ok(_) => {
+                let message = format!("connection string from Secret {name:?} key {key:?}");
+                let condition = ai(Status::True, reasons::CONNECTION_STRING_RESOLVED, message);
+                Ok((raw.clone(), condition))
+            }
+        },
     }
 }
 
@@ -246,33 +237,14 @@ pub fn routed(
     tenant: &TelemetryTenant,
     collectors: &[Arc<RegionalCollector>],
 ) -> (Decided, Vec<String>) {
-    let name = tenant.name_any();
-    let id = &tenant.spec.tenant_id;
-    let mut routed_by = Vec::new();
-    let mut excluded = None;
-    for collector in collectors {
-        let Some(status) = &collector.status else {
-            continue;
-        };
-        if status.routed_tenants.iter().any(|t| t == id) {
-            routed_by.push(collector.name_any());
-        } else if let Some(rejection) = status.rejected_tenants.iter().find(|r| r.name == name) {
-            let message = format!(
-                "RegionalCollector {}: {}",
-                collector.name_any(),
-                rejection.message
-            );
-            return (
-                Decided::new(ROUTED, Status::False, rejection.reason.clone(), message),
-                routed_by,
-            );
-        } else if let Some(exclusion) = status.excluded_tenants.iter().find(|e| &e.tenant_id == id)
-        {
-            excluded.get_or_insert((collector.name_any(), exclusion.reason.clone()));
-        }
-    }
-    let decided = if !routed_by.is_empty() {
-        let mut message = format!("routed by RegionalCollector {}", routed_by.join(", "));
+    let listed = listed_by(tenant, collectors);
+    let decided = if let Some(rejection) = listed.rejection {
+        rejection
+    } else if !listed.routed_by.is_empty() {
+        let mut message = format!(
+            "routed by RegionalCollector {}",
+            listed.routed_by.join(", ")
+        );
         let uncovered = uncovered_regions(tenant, collectors);
         if !uncovered.is_empty() {
             message.push_str(&format!(
@@ -281,16 +253,8 @@ pub fn routed(
             ));
         }
         Decided::new(ROUTED, Status::True, reasons::ROUTED, message)
-    } else if let Some((collector, reason)) = excluded {
-        let why = if reason == reasons::SUSPENDED.name {
-            "spec.suspend is true"
-        } else {
-            "its regions do not allow the collector's region"
-        };
-        let message = format!(
-            "RegionalCollector {collector} accepts and drops this tenant's telemetry: {why}"
-        );
-        Decided::new(ROUTED, Status::False, reason, message)
+    } else if let Some(exclusion) = listed.exclusion {
+        exclusion
     } else if !collectors.iter().any(|c| collector_selects(c, tenant)) {
         let message = format!(
             "no RegionalCollector in namespace {} selects this tenant (regions {})",
@@ -304,14 +268,51 @@ pub fn routed(
             message,
         )
     } else {
-        Decided::new(
-            ROUTED,
-            Status::False,
-            reasons::PENDING,
-            "waiting for the region's collectors to route this tenant",
-        )
+        let message = "waiting for the region's collectors to route this tenant";
+        Decided::new(ROUTED, Status::False, reasons::PENDING, message)
     };
-    (decided, routed_by)
+    (decided, listed.routed_by)
+}
+
+/// What the collectors' statuses say about one tenant.
+#[derive(Default)]
+struct Listed {
+    routed_by: Vec<String>,
+    /// The first collector's rejection of the tenant.
+    rejection: Option<Decided>,
+    /// The first collector's exclusion (accepted and dropped).
+    exclusion: Option<Decided>,
+}
+
+fn listed_by(tenant: &TelemetryTenant, collectors: &[Arc<RegionalCollector>]) -> Listed {
+    let (name, id) = (tenant.name_any(), &tenant.spec.tenant_id);
+    let mut listed = Listed::default();
+    for collector in collectors {
+        let Some(status) = &collector.status else {
+            continue;
+        };
+        let collector_name = collector.name_any();
+        if status.routed_tenants.iter().any(|t| t == id) {
+            listed.routed_by.push(collector_name);
+        } else if let Some(rejection) = status.rejected_tenants.iter().find(|r| r.name == name) {
+            let message = format!("RegionalCollector {collector_name}: {}", rejection.message);
+            let decided = Decided::new(ROUTED, Status::False, rejection.reason.clone(), message);
+            listed.rejection.get_or_insert(decided);
+        } else if let Some(exclusion) = status.excluded_tenants.iter().find(|e| &e.tenant_id == id)
+        {
+            let why = if exclusion.reason == reasons::SUSPENDED.name {
+                "spec.suspend is true"
+            } else {
+                "its regions do not allow the collector's region"
+            };
+            let message = format!(
+                "RegionalCollector {collector_name} accepts and drops this tenant's telemetry: {why}"
+            );
+            let decided = Decided::new(ROUTED, Status::False, exclusion.reason.clone(), message);
+            listed.exclusion.get_or_insert(decided);
+        }
+    }
+    listed
 }
 
 /// The tenant's regions that no collector of their own region selects.
@@ -371,4 +372,305 @@ pub fn spec_problem(tenant: &TelemetryTenant) -> Option<String> {
     crate::validation::validate_tenant_spec(&tenant.spec)
         .err()
         .map(|p| p.message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tenant(regions: &[&str]) -> TelemetryTenant {
+        let spec = serde_json::json!({
+            "tenantId": "acme", "regions": regions,
+            "applicationInsights": { "existing": { "connectionStringSecretRef": { "name": "s", "key": "k" } } }
+        });
+        let mut t = TelemetryTenant::new("acme", serde_json::from_value(spec).unwrap());
+        t.metadata.namespace = Some("ns".into());
+        t
+    }
+
+    fn collector(
+        name: &str,
+        region: &str,
+        selector: Option<serde_json::Value>,
+    ) -> RegionalCollector {
+        let mut spec = serde_json::json!({ "region": region });
+        if let Some(selector) = selector {
+            spec["tenantSelector"] = selector;
+        }
+        let mut c = RegionalCollector::new(name, serde_json::from_value(spec).unwrap());
+        c.metadata.namespace = Some("ns".into());
+        c.status = Some(Default::default());
+        c
+    }
+
+    fn with_status(mut c: RegionalCollector, status: serde_json::Value) -> Arc<RegionalCollector> {
+        c.status = Some(serde_json::from_value(status).unwrap());
+        Arc::new(c)
+    }
+
+    fn stored(user: &str, password: &str, hash: &str) -> StoredCredential {
+        StoredCredential {
+            user: Some(user.into()),
+            password: Some(password.into()),
+            hash: Some(hash.into()),
+        }
+    }
+
+    #[test]
+    fn an_intact_credential_is_kept_and_anything_else_is_issued_again() {
+        let issued = crate::credentials::issue_credential().unwrap();
+        let intact = stored("acme", &issued.password, &issued.bcrypt_hash);
+        assert_eq!(
+            credential(&intact, Some("acme")),
+            CredentialAction::Keep {
+                password: issued.password.clone(),
+                hash: issued.bcrypt_hash.clone()
+            }
+        );
+        // The platform credential has no user name to match.
+        assert!(matches!(
+            credential(&intact, None),
+            CredentialAction::Keep { .. }
+        ));
+        let renamed = credential(&intact, Some("globex"));
+        assert_eq!(renamed, CredentialAction::Issue, "the tenant id changed");
+        let edited = stored("acme", "typed-by-hand", &issued.bcrypt_hash);
+        assert_eq!(credential(&edited, Some("acme")), CredentialAction::Issue);
+        let not_a_hash = stored("acme", &issued.password, "plain");
+        assert_eq!(
+            credential(&not_a_hash, Some("acme")),
+            CredentialAction::Issue
+        );
+        assert_eq!(
+            credential(&StoredCredential::default(), Some("acme")),
+            CredentialAction::Issue
+        );
+    }
+
+    fn existing(lookup: SecretLookup) -> ObservedSource {
+        let reference = SecretKeyRef {
+            name: "acme-ai".into(),
+            key: "cs".into(),
+        };
+        ObservedSource::Existing { reference, lookup }
+    }
+
+    fn reported(action: ConnectionAction) -> (Status, String, Option<Duration>) {
+        match action {
+            ConnectionAction::Report { condition, requeue } => {
+                (condition.status, condition.reason, requeue)
+            }
+            other => panic!("expected a report, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_users_secret_decides_the_connection_condition() {
+        let (t, resync) = (ProvisionTimings::default(), Duration::from_secs(300));
+        let missing = reported(connection(
+            &existing(SecretLookup::SecretNotFound),
+            &t,
+            resync,
+        ));
+        assert_eq!(
+            missing,
+            (Status::False, "SecretNotFound".into(), Some(resync))
+        );
+        let no_key = reported(connection(&existing(SecretLookup::KeyNotFound), &t, resync));
+        assert_eq!(no_key.1, "SecretKeyNotFound");
+        let garbage = existing(SecretLookup::Found("not a connection string".into()));
+        assert_eq!(
+            reported(connection(&garbage, &t, resync)).1,
+            "InvalidConnectionString"
+        );
+        let good = "InstrumentationKey=00000000-0000-0000-0000-000000000001";
+        match connection(&existing(SecretLookup::Found(good.into())), &t, resync) {
+            ConnectionAction::Copy {
+                connection_string,
+                condition,
+            } => {
+                assert_eq!(connection_string, good);
+                assert_eq!(condition.reason, "ConnectionStringResolved");
+            }
+            other => panic!("expected a copy, got {other:?}"),
+        }
+    }
+
+    /// A component verified for this generation recently, with its Secret in place, needs no
+    /// ARM call; missing any of the three, Azure is asked.
+    #[test]
+    fn a_recently_verified_component_is_not_asked_for_again() {
+        let (t, resync) = (ProvisionTimings::default(), Duration::from_secs(300));
+        let source = |verified_recently, secret_present| ObservedSource::Provision {
+            verified_recently,
+            previous_provisioned: Some("component /subscriptions/x".into()),
+            secret_present,
+        };
+        assert_eq!(
+            reported(connection(&source(true, true), &t, resync)),
+            (Status::True, "Provisioned".into(), Some(t.drift))
+        );
+        assert_eq!(
+            connection(&source(false, true), &t, resync),
+            ConnectionAction::Provision
+        );
+        assert_eq!(
+            connection(&source(true, false), &t, resync),
+            ConnectionAction::Provision
+        );
+        let without = reported(connection(
+            &ObservedSource::ProvisionWithoutAzure,
+            &t,
+            resync,
+        ));
+        assert_eq!(
+            without,
+            (Status::False, "AuthenticationFailed".into(), Some(t.slow))
+        );
+    }
+
+    #[test]
+    fn azures_answers_become_conditions_and_schedules() {
+        let t = ProvisionTimings::default();
+        let ready = Ok(Provisioned::Ready {
+            resource_id: "/subscriptions/x/c".into(),
+            connection_string: "InstrumentationKey=00000000-0000-0000-0000-000000000001".into(),
+        });
+        let verdict = provisioned(&ready, "/subscriptions/x/c", "acme-appinsights", &t);
+        assert_eq!(
+            (verdict.condition.reason.as_str(), verdict.requeue),
+            ("Provisioned", Some(t.drift))
+        );
+        assert!(verdict.connection_string.is_some());
+        let unparsable = Ok(Provisioned::Ready {
+            resource_id: "r".into(),
+            connection_string: "x".into(),
+        });
+        let verdict = provisioned(&unparsable, "r", "s", &t);
+        assert_eq!(
+            (verdict.condition.reason.as_str(), verdict.connection_string),
+            ("AzureError", None)
+        );
+        let busy = Ok(Provisioned::InProgress {
+            resource_id: "r".into(),
+            state: "Creating".into(),
+        });
+        let verdict = provisioned(&busy, "r", "s", &t);
+        assert_eq!(
+            (verdict.condition.reason.as_str(), verdict.requeue),
+            ("Provisioning", Some(t.fast))
+        );
+        assert_eq!(verdict.resource_id.as_deref(), Some("r"));
+        let throttled = Err(AzureError::Throttled {
+            retry_after: Some(Duration::from_secs(42)),
+            message: "429".into(),
+        });
+        let verdict = provisioned(&throttled, "r", "s", &t);
+        assert_eq!(
+            (verdict.condition.reason.as_str(), verdict.requeue),
+            ("Throttled", Some(Duration::from_secs(42)))
+        );
+    }
+
+    /// A tenant the region's only collector does not select (its selector picks premium
+    /// tenants) has no collector to wait for: NoCollectorInRegion, not Pending forever.
+    #[test]
+    fn a_tenant_no_collector_selects_is_told_so_instead_of_pending() {
+        let premium = serde_json::json!({ "matchLabels": { "tier": "premium" } });
+        let only = Arc::new(collector("eu-premium", "westeurope", Some(premium)));
+        let (decided, routed_by) = routed(&tenant(&["westeurope"]), &[only]);
+        assert_eq!(decided.reason, "NoCollectorInRegion");
+        assert!(routed_by.is_empty());
+        let selecting = Arc::new(collector("eu", "westeurope", None));
+        let (decided, _) = routed(&tenant(&["westeurope"]), &[selecting]);
+        assert_eq!(
+            decided.reason, "Pending",
+            "a selecting collector is yet to render it"
+        );
+    }
+
+    #[test]
+    fn routed_lists_its_collectors_and_a_rejection_wins() {
+        let eu = with_status(
+            collector("eu", "westeurope", None),
+            serde_json::json!({ "routedTenants": ["acme"] }),
+        );
+        let (decided, routed_by) = routed(
+            &tenant(&["westeurope", "eastus"]),
+            std::slice::from_ref(&eu),
+        );
+        assert_eq!(
+            (decided.status, decided.reason.as_str()),
+            (Status::True, "Routed")
+        );
+        assert!(
+            decided
+                .message
+                .contains("no collector yet for region eastus"),
+            "{}",
+            decided.message
+        );
+        assert_eq!(routed_by, ["eu"]);
+        let rejection = serde_json::json!({ "rejectedTenants": [{ "name": "acme", "tenantId": "acme",
+            "reason": "DuplicateTenantId", "message": "globex owns acme" }] });
+        let us = with_status(collector("us", "eastus", None), rejection);
+        let (decided, _) = routed(&tenant(&["westeurope", "eastus"]), &[eu, us]);
+        assert_eq!(
+            (decided.status, decided.reason.as_str()),
+            (Status::False, "DuplicateTenantId")
+        );
+    }
+
+    #[test]
+    fn a_suspended_tenant_reads_suspended() {
+        let excluded = serde_json::json!({ "excludedTenants": [{ "tenantId": "acme", "reason": "Suspended" }] });
+        let eu = with_status(collector("eu", "westeurope", None), excluded);
+        let (decided, _) = routed(&tenant(&["westeurope"]), &[eu]);
+        assert_eq!(decided.reason, "Suspended");
+        assert!(
+            decided.message.contains("spec.suspend"),
+            "{}",
+            decided.message
+        );
+    }
+
+    /// Ready carries the first condition that is not True, in the order credentials,
+    /// connection string, routing; an invalid spec sets every condition.
+    #[test]
+    fn ready_follows_the_first_blocking_condition_and_an_unchanged_status_is_not_written() {
+        let t = tenant(&["westeurope"]);
+        let blocked = vec![
+            credentials_condition(&t, "acme-ingestion-credentials"),
+            ai(
+                Status::False,
+                reasons::SECRET_NOT_FOUND,
+                "Secret acme-ai does not exist",
+            ),
+            Decided::new(ROUTED, Status::False, reasons::PENDING, "waiting"),
+        ];
+        let written = status(&t, blocked.clone(), base_status(&t)).unwrap();
+        let ready = written
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Ready")
+            .unwrap();
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "SecretNotFound")
+        );
+        let mut stored = t.clone();
+        stored.status = Some(written);
+        assert_eq!(
+            status(&stored, blocked, base_status(&stored)),
+            None,
+            "nothing changed"
+        );
+        let invalid = status(
+            &t,
+            invalid_spec("regions: must not be empty"),
+            base_status(&t),
+        )
+        .unwrap();
+        assert!(invalid.conditions.iter().all(|c| c.reason == "InvalidSpec"));
+    }
 }
