@@ -48,10 +48,15 @@ impl Scope {
 /// How many changes a shared watch buffers for a slow subscriber before it waits for it.
 const SHARED_BUFFER: usize = 1024;
 
-/// One watch of a kind: its cache, a way to subscribe to its changes, and the task that drives it.
+/// One watch of a kind: its cache, and every object it touches (applied or deleted) for the
+/// controllers that react to it. kube's own shared reflector tells subscribers of applied
+/// objects only, and a deletion (a tenant, a collector, a Secret) must requeue too.
 struct SharedWatch<K: Resource<DynamicType = ()> + Clone + 'static> {
     store: Store<K>,
     writer: reflector::store::Writer<K>,
+    touched: async_broadcast::Sender<Arc<K>>,
+    /// Keeps the channel open while no subscriber is active.
+    _idle: async_broadcast::InactiveReceiver<Arc<K>>,
 }
 
 impl<K> SharedWatch<K>
@@ -65,16 +70,25 @@ where
         + 'static,
 {
     fn new() -> Self {
-        let (store, writer) = reflector::store_shared(SHARED_BUFFER);
-        SharedWatch { store, writer }
+        let (writer, store) = {
+            let writer = reflector::store::Writer::default();
+            let store = writer.as_reader();
+            (writer, store)
+        };
+        let (mut touched, idle) = async_broadcast::broadcast(SHARED_BUFFER);
+        // Changes before a subscriber exists are buffered, not waited for; a full buffer
+        // holds the watch back until subscribers catch up, so no change is ever lost.
+        touched.set_await_active(false);
+        SharedWatch {
+            store,
+            writer,
+            touched,
+            _idle: idle.deactivate(),
+        }
     }
 
     fn subscribe(&self) -> impl Stream<Item = Arc<K>> + Send + 'static {
-        // Only `None` for a writer made without `store_shared`, which `new` never does.
-        self.writer
-            .subscribe()
-            .map(futures::StreamExt::boxed)
-            .unwrap_or_else(|| futures::stream::empty().boxed())
+        self._idle.activate_cloned()
     }
 
     /// Resolves to true once the cache holds its first full list.
@@ -88,10 +102,19 @@ where
         self,
         events: impl Stream<Item = watcher::Result<watcher::Event<K>>> + Send + 'static,
     ) -> impl Future<Output = ()> + Send {
-        events
-            .default_backoff()
-            .reflect_shared(self.writer)
-            .for_each(|_| futures::future::ready(()))
+        let touched = self.touched;
+        reflector::reflector(self.writer, events.default_backoff())
+            .touched_objects()
+            .for_each(move |object| {
+                let touched = touched.clone();
+                async move {
+                    match object {
+                        // Fails only once every receiver is gone, i.e. at shutdown.
+                        Ok(object) => drop(touched.broadcast_direct(Arc::new(object)).await),
+                        Err(error) => tracing::warn!(%error, "watch failed; retrying"),
+                    }
+                }
+            })
     }
 }
 
