@@ -7,8 +7,11 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::time::Duration;
 
+use crate::layout::{
+    BLOB_CONNECTION_STRING_FILE, CONFIG_FILE, CONNECTION_STRING_ENV, HTPASSWD_FILE, SECRETS_DIR,
+};
+use crate::pipeline::CollectorPlan;
 use crate::pipeline::render::render_with_secrets_dir;
-use crate::pipeline::{BLOB_CONNECTION_STRING_FILE, CONFIG_FILE, CollectorPlan, HTPASSWD_FILE};
 
 /// What a validator concluded about a configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,7 +78,7 @@ impl CollectorBinary {
         let run = tokio::process::Command::new(&self.path)
             .arg("validate")
             .arg(format!("--config={}", config_path.display()))
-            .env_remove("APPLICATIONINSIGHTS_CONNECTION_STRING")
+            .env_remove(CONNECTION_STRING_ENV)
             .kill_on_drop(true)
             .output();
         match tokio::time::timeout(self.timeout, run).await {
@@ -117,7 +120,7 @@ fn collector_error(output: &str, secrets_dir: &str) -> String {
         .find_map(|l| l.strip_prefix("Error:"))
         .map(str::trim)
         .unwrap_or_else(|| output.trim());
-    let mut message = line.replace(secrets_dir, crate::pipeline::SECRETS_DIR);
+    let mut message = line.replace(secrets_dir, SECRETS_DIR);
     if message.len() > MAX_MESSAGE {
         let mut cut = MAX_MESSAGE;
         while !message.is_char_boundary(cut) {

@@ -376,7 +376,7 @@ async fn a_collector_routes_exactly_its_tenants_and_keeps_secrets_out_of_sight()
             .volume_mounts
             .iter()
             .flatten()
-            .any(|m| m.name == "queue" && m.mount_path == telemux::pipeline::QUEUE_DIR),
+            .any(|m| m.name == "queue" && m.mount_path == telemux::layout::QUEUE_DIR),
         "the queue volume is mounted where the config keeps the queues"
     );
     let claim = env
