@@ -9,6 +9,7 @@ pub mod credentials;
 pub mod layout;
 pub mod leader;
 pub mod metrics;
+pub mod offline;
 pub mod pipeline;
 pub mod resources;
 pub mod run;
