@@ -17,13 +17,6 @@ use telemux::api::TelemetryTenant;
 
 const WAIT: Duration = Duration::from_secs(90);
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free loopback port")
-        .port()
-}
-
 /// One `telemux run` process.
 struct OperatorProcess {
     name: String,
@@ -43,7 +36,7 @@ impl OperatorProcess {
             .unwrap();
         let kubeconfig = dir.path().join("kubeconfig");
         support::chart::write_impersonating_kubeconfig(&kubeconfig);
-        let port = free_port();
+        let port = telemux_testkit::free_port().expect("a free loopback port");
         let log = dir.path().join("operator.log");
         let out = std::fs::File::create(&log).unwrap();
         let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_telemux"));
