@@ -103,7 +103,7 @@ async fn twenty_tenants_get_their_own_telemetry_redacted_and_nothing_else() {
         credentials.insert(name.to_owned(), h.tenant_credential(name).await);
     }
     let platform = h
-        .credential(&format!("{COLLECTOR}-platform-credentials"))
+        .credential(&support::names::platform_credentials(COLLECTOR))
         .await;
 
     // What must never arrive is sent first: the pipeline per exporter is first in, first out,

@@ -491,7 +491,7 @@ fn noisy_body() -> String {
 
 /// The containers of the collector workload's pod template (a StatefulSet, or a Deployment).
 async fn workload_containers(h: &Harness) -> Option<Vec<Container>> {
-    let name = format!("{COLLECTOR}-collector");
+    let name = support::names::workload(COLLECTOR);
     let template = match h.ns.api::<StatefulSet>().get(&name).await {
         Ok(workload) => workload.spec?.template,
         Err(_) => {

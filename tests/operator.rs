@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::{
 use kube::ResourceExt;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
-use support::{Operator, TestNamespace, eventually, install_crds, plane_client};
+use support::{Operator, TestNamespace, eventually, install_crds, names, plane_client};
 use telemux::api::{RegionalCollector, TelemetryTenant};
 
 const WAIT: Duration = Duration::from_secs(90);
@@ -106,30 +106,10 @@ impl Env {
         name: &str,
         type_: &str,
     ) -> Option<(String, String, String)> {
-        let conditions = match kind {
-            "tenant" => {
-                self.ns
-                    .api::<TelemetryTenant>()
-                    .get(name)
-                    .await
-                    .ok()?
-                    .status?
-                    .conditions
-            }
-            _ => {
-                self.ns
-                    .api::<RegionalCollector>()
-                    .get(name)
-                    .await
-                    .ok()?
-                    .status?
-                    .conditions
-            }
-        };
-        conditions
-            .into_iter()
-            .find(|c| c.type_ == type_)
-            .map(|c| (c.status, c.reason, c.message))
+        match kind {
+            "tenant" => support::condition(&self.ns.api::<TelemetryTenant>(), name, type_).await,
+            _ => support::condition(&self.ns.api::<RegionalCollector>(), name, type_).await,
+        }
     }
 
     async fn wait_condition(
@@ -139,11 +119,7 @@ impl Env {
         type_: &str,
         status: &str,
     ) -> (String, String) {
-        eventually(&format!("{kind} {name} {type_}={status}"), WAIT, || async {
-            let (s, reason, message) = self.condition(kind, name, type_).await?;
-            (s == status).then_some((reason, message))
-        })
-        .await
+        self.wait(kind, name, type_, status, None).await
     }
 
     /// Waits for a condition with this status and reason; returns its message.
@@ -155,15 +131,27 @@ impl Env {
         status: &str,
         reason: &str,
     ) -> String {
-        eventually(
-            &format!("{kind} {name} {type_}={status} ({reason})"),
-            WAIT,
-            || async {
-                let (s, r, message) = self.condition(kind, name, type_).await?;
-                (s == status && r == reason).then_some(message)
-            },
-        )
-        .await
+        self.wait(kind, name, type_, status, Some(reason)).await.1
+    }
+
+    async fn wait(
+        &self,
+        kind: &str,
+        name: &str,
+        type_: &str,
+        status: &str,
+        reason: Option<&str>,
+    ) -> (String, String) {
+        match kind {
+            "tenant" => {
+                let api = self.ns.api::<TelemetryTenant>();
+                support::wait_condition(&api, name, type_, status, reason, WAIT).await
+            }
+            _ => {
+                let api = self.ns.api::<RegionalCollector>();
+                support::wait_condition(&api, name, type_, status, reason, WAIT).await
+            }
+        }
     }
 
     /// Tenant ids the collector's rendered config routes (traces routing table).
@@ -171,7 +159,7 @@ impl Env {
         let cm = self
             .ns
             .api::<ConfigMap>()
-            .get_opt(&format!("{collector}-collector-config"))
+            .get_opt(&names::config_map(collector))
             .await
             .ok()??;
         let yaml = cm.data?.remove("config.yaml")?;
@@ -206,7 +194,7 @@ impl Env {
     async fn workload(&self, collector: &str) -> Option<StatefulSet> {
         self.ns
             .api::<StatefulSet>()
-            .get_opt(&format!("{collector}-collector"))
+            .get_opt(&names::workload(collector))
             .await
             .ok()?
     }
@@ -382,26 +370,26 @@ async fn a_collector_routes_exactly_its_tenants_and_keeps_secrets_out_of_sight()
     let claim = env
         .ns
         .api::<PersistentVolumeClaim>()
-        .get("queue-westeurope-collector-0")
+        .get(&names::queue_claim("westeurope", 0))
         .await
         .unwrap();
     assert_eq!(claim.status.and_then(|s| s.phase).as_deref(), Some("Bound"));
     for owned in [
         env.ns
             .api::<ConfigMap>()
-            .get("westeurope-collector-config")
+            .get(&names::config_map("westeurope"))
             .await
             .unwrap()
             .metadata,
         env.ns
             .api::<Secret>()
-            .get("westeurope-collector-secrets")
+            .get(&names::collector_secret("westeurope"))
             .await
             .unwrap()
             .metadata,
         env.ns
             .api::<Service>()
-            .get("westeurope-collector")
+            .get(&names::workload("westeurope"))
             .await
             .unwrap()
             .metadata,
@@ -417,7 +405,7 @@ async fn a_collector_routes_exactly_its_tenants_and_keeps_secrets_out_of_sight()
     let collector_secret = env
         .ns
         .api::<Secret>()
-        .get("westeurope-collector-secrets")
+        .get(&names::collector_secret("westeurope"))
         .await
         .unwrap();
     let htpasswd = String::from_utf8(
@@ -547,7 +535,7 @@ async fn changing_a_tenants_redaction_rolls_the_collector_once() {
             let cm = env
                 .ns
                 .api::<ConfigMap>()
-                .get("westeurope-collector-config")
+                .get(&names::config_map("westeurope"))
                 .await
                 .ok()?;
             cm.data?["config.yaml"]
@@ -584,7 +572,7 @@ async fn changing_a_tenants_redaction_rolls_the_collector_once() {
     let config = env
         .ns
         .api::<ConfigMap>()
-        .get("westeurope-collector-config")
+        .get(&names::config_map("westeurope"))
         .await
         .unwrap()
         .data
@@ -661,12 +649,18 @@ async fn deleting_a_tenant_removes_its_route_credential_and_secrets() {
     let secrets = env.ns.api::<Secret>();
     assert!(
         secrets
-            .get_opt("acme-ingestion-credentials")
+            .get_opt(&names::tenant_credentials("acme"))
             .await
             .unwrap()
             .is_some()
     );
-    assert!(secrets.get_opt("acme-appinsights").await.unwrap().is_some());
+    assert!(
+        secrets
+            .get_opt(&names::tenant_connection_string("acme"))
+            .await
+            .unwrap()
+            .is_some()
+    );
 
     env.ns
         .api::<TelemetryTenant>()
@@ -678,7 +672,10 @@ async fn deleting_a_tenant_removes_its_route_credential_and_secrets() {
         "acme's credential to leave the collector's Secret",
         WAIT,
         || async {
-            let secret = secrets.get("westeurope-collector-secrets").await.ok()?;
+            let secret = secrets
+                .get(&names::collector_secret("westeurope"))
+                .await
+                .ok()?;
             let data = secret.data?;
             let htpasswd = String::from_utf8(data["htpasswd"].0.clone()).ok()?;
             (!htpasswd.contains("acme:") && !data.contains_key("tenant-acme.connection-string"))
@@ -687,8 +684,14 @@ async fn deleting_a_tenant_removes_its_route_credential_and_secrets() {
     )
     .await;
     eventually("acme's Secrets to be garbage collected", WAIT, || async {
-        let creds = secrets.get_opt("acme-ingestion-credentials").await.ok()?;
-        let cs = secrets.get_opt("acme-appinsights").await.ok()?;
+        let creds = secrets
+            .get_opt(&names::tenant_credentials("acme"))
+            .await
+            .ok()?;
+        let cs = secrets
+            .get_opt(&names::tenant_connection_string("acme"))
+            .await
+            .ok()?;
         (creds.is_none() && cs.is_none()).then_some(())
     })
     .await;
@@ -1000,7 +1003,7 @@ async fn a_config_the_collector_rejects_is_never_rolled_out() {
     let config_before = env
         .ns
         .api::<ConfigMap>()
-        .get("westeurope-collector-config")
+        .get(&names::config_map("westeurope"))
         .await
         .unwrap()
         .data;
@@ -1031,7 +1034,7 @@ async fn a_config_the_collector_rejects_is_never_rolled_out() {
     assert_eq!(
         env.ns
             .api::<ConfigMap>()
-            .get("westeurope-collector-config")
+            .get(&names::config_map("westeurope"))
             .await
             .unwrap()
             .data,

@@ -8,7 +8,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{ConfigMap, Event as CoreEvent, Secret};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
-use support::{Operator, TestNamespace, eventually, install_crds, plane_client};
+use support::{Operator, TestNamespace, eventually, install_crds, names, plane_client};
 use telemux::api::TelemetryTenant;
 use telemux::azure::{AzureSettings, CredentialSource, build_components_client};
 use telemux::controller::provision::{AzureComponents, ProvisionTimings};
@@ -116,35 +116,28 @@ impl Env {
     }
 
     async fn condition(&self, tenant: &str, type_: &str) -> Option<(String, String, String)> {
-        self.ns
-            .api::<TelemetryTenant>()
-            .get(tenant)
-            .await
-            .ok()?
-            .status?
-            .conditions
-            .into_iter()
-            .find(|c| c.type_ == type_)
-            .map(|c| (c.status, c.reason, c.message))
+        support::condition(&self.ns.api::<TelemetryTenant>(), tenant, type_).await
     }
 
     async fn wait_reason(&self, tenant: &str, status: &str, reason: &str) -> String {
-        eventually(
-            &format!("{tenant} ApplicationInsightsReady={status} ({reason})"),
+        let api = self.ns.api::<TelemetryTenant>();
+        let (_, message) = support::wait_condition(
+            &api,
+            tenant,
+            "ApplicationInsightsReady",
+            status,
+            Some(reason),
             WAIT,
-            || async {
-                let (s, r, m) = self.condition(tenant, "ApplicationInsightsReady").await?;
-                (s == status && r == reason).then_some(m)
-            },
         )
-        .await
+        .await;
+        message
     }
 
     async fn connection_string_secret(&self, tenant: &str) -> Option<String> {
         let secret = self
             .ns
             .api::<Secret>()
-            .get_opt(&format!("{tenant}-appinsights"))
+            .get_opt(&names::tenant_connection_string(tenant))
             .await
             .ok()??;
         let bytes = secret.data?.get("connection-string")?.0.clone();
@@ -512,7 +505,7 @@ async fn a_recreated_component_rolls_the_collector_with_its_new_connection_strin
         let workload = env
             .ns
             .api::<k8s_openapi::api::apps::v1::StatefulSet>()
-            .get_opt("westeurope-collector")
+            .get_opt(&names::workload("westeurope"))
             .await
             .ok()??;
         workload

@@ -206,13 +206,9 @@ impl Env {
     }
 
     async fn ready(&self, tenant: &str) -> Option<String> {
-        let t = self.ns.api::<TelemetryTenant>().get(tenant).await.ok()?;
-        let c = t
-            .status?
-            .conditions
-            .into_iter()
-            .find(|c| c.type_ == "Ready")?;
-        Some(c.status)
+        let api = self.ns.api::<TelemetryTenant>();
+        let (status, ..) = support::condition(&api, tenant, "Ready").await?;
+        Some(status)
     }
 
     async fn wait_ready(&self, tenant: &str, status: &str) {

@@ -16,7 +16,7 @@ use telemux_testkit::collector::LocalCollector;
 use telemux_testkit::ingestion::{Envelope, IngestionEmulator};
 
 use super::otlp::{Batch, Credential};
-use super::{Operator, TestNamespace, eventually, install_crds, plane_client};
+use super::{Operator, TestNamespace, eventually, install_crds, names, plane_client};
 
 pub const WAIT: Duration = Duration::from_secs(120);
 pub const REGION: &str = "westeurope";
@@ -187,17 +187,17 @@ impl Harness {
         let config = self
             .ns
             .api::<ConfigMap>()
-            .get(&format!("{COLLECTOR}-collector-config"))
+            .get(&names::config_map(COLLECTOR))
             .await
             .unwrap()
             .data
             .unwrap()
-            .remove("config.yaml")
+            .remove(telemux::layout::CONFIG_FILE)
             .unwrap();
         let files: BTreeMap<String, Vec<u8>> = self
             .ns
             .api::<Secret>()
-            .get(&format!("{COLLECTOR}-collector-secrets"))
+            .get(&names::collector_secret(COLLECTOR))
             .await
             .unwrap()
             .data
@@ -218,7 +218,7 @@ impl Harness {
     pub async fn pod_template_annotations(&self) -> BTreeMap<String, String> {
         self.ns
             .api::<StatefulSet>()
-            .get(&format!("{COLLECTOR}-collector"))
+            .get(&names::workload(COLLECTOR))
             .await
             .ok()
             .and_then(|d| d.spec?.template.metadata?.annotations)
@@ -242,8 +242,7 @@ impl Harness {
     }
 
     pub async fn tenant_credential(&self, tenant: &str) -> Credential {
-        self.credential(&format!("{tenant}-ingestion-credentials"))
-            .await
+        self.credential(&names::tenant_credentials(tenant)).await
     }
 
     /// Every envelope delivered to `tenant`'s instrumentation key, as JSON text.

@@ -13,9 +13,11 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
+use telemux::api::{RegionalCollector, TelemetryTenant};
 use tokio::sync::oneshot;
 
 pub const KUBECONFIG_ENV: &str = "TELEMUX_TEST_KUBECONFIG";
@@ -64,6 +66,123 @@ where
         }
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(1));
+    }
+}
+
+/// The telemux resources that report conditions.
+pub trait Conditioned:
+    kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+    + Clone
+    + serde::de::DeserializeOwned
+    + std::fmt::Debug
+{
+    fn into_conditions(self) -> Vec<Condition>;
+}
+
+impl Conditioned for TelemetryTenant {
+    fn into_conditions(self) -> Vec<Condition> {
+        self.status.map(|s| s.conditions).unwrap_or_default()
+    }
+}
+
+impl Conditioned for RegionalCollector {
+    fn into_conditions(self) -> Vec<Condition> {
+        self.status.map(|s| s.conditions).unwrap_or_default()
+    }
+}
+
+/// The condition `type_` of the resource `name` as (status, reason, message), if it has one.
+pub async fn condition<K: Conditioned>(
+    api: &Api<K>,
+    name: &str,
+    type_: &str,
+) -> Option<(String, String, String)> {
+    api.get(name)
+        .await
+        .ok()?
+        .into_conditions()
+        .into_iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status, c.reason, c.message))
+}
+
+/// Waits until the resource `name` has the condition `type_` with `status` (and `reason`, when
+/// given); returns the condition's reason and message.
+pub async fn wait_condition<K: Conditioned>(
+    api: &Api<K>,
+    name: &str,
+    type_: &str,
+    status: &str,
+    reason: Option<&str>,
+    timeout: Duration,
+) -> (String, String) {
+    let kind = K::kind(&());
+    let what = match reason {
+        Some(reason) => format!("{kind} {name} {type_}={status} ({reason})"),
+        None => format!("{kind} {name} {type_}={status}"),
+    };
+    eventually(&what, timeout, || async {
+        let (s, r, message) = condition(api, name, type_).await?;
+        (s == status && reason.is_none_or(|reason| r == reason)).then_some((r, message))
+    })
+    .await
+}
+
+/// Names of the objects telemux makes for a collector or a tenant, from the operator's own
+/// name functions (which take the resource; only its name matters).
+pub mod names {
+    use telemux::api::{RegionalCollector, TelemetryTenant};
+    use telemux::resources::{collector, tenant};
+
+    fn collector_named(name: &str) -> RegionalCollector {
+        serde_json::from_value(serde_json::json!({
+            "metadata": { "name": name }, "spec": { "region": "unused" }
+        }))
+        .expect("a RegionalCollector")
+    }
+
+    fn tenant_named(name: &str) -> TelemetryTenant {
+        serde_json::from_value(serde_json::json!({
+            "metadata": { "name": name },
+            "spec": { "tenantId": name, "regions": [], "applicationInsights": { "existing": {
+                "connectionStringSecretRef": { "name": "unused", "key": "unused" } } } }
+        }))
+        .expect("a TelemetryTenant")
+    }
+
+    /// The collector's StatefulSet and Service.
+    pub fn workload(collector: &str) -> String {
+        collector::workload_name(&collector_named(collector))
+    }
+
+    pub fn config_map(collector: &str) -> String {
+        collector::config_map_name(&collector_named(collector))
+    }
+
+    pub fn collector_secret(collector: &str) -> String {
+        collector::secret_name(&collector_named(collector))
+    }
+
+    pub fn platform_credentials(collector: &str) -> String {
+        collector::platform_credentials_secret_name(&collector_named(collector))
+    }
+
+    /// The queue claim of the collector pod `ordinal`, named by the StatefulSet controller
+    /// after the claim template and the pod.
+    pub fn queue_claim(collector: &str, ordinal: u32) -> String {
+        format!(
+            "{}-{}-{ordinal}",
+            collector::QUEUE_VOLUME,
+            workload(collector)
+        )
+    }
+
+    pub fn tenant_credentials(tenant: &str) -> String {
+        tenant::credentials_secret_name(&tenant_named(tenant))
+    }
+
+    pub fn tenant_connection_string(tenant: &str) -> String {
+        tenant::connection_string_secret_name(&tenant_named(tenant))
     }
 }
 
@@ -129,13 +248,12 @@ impl TestNamespace {
 
     /// Creates a one-replica RegionalCollector for `region`.
     pub async fn create_collector(&self, name: &str, region: &str) {
-        let collector: telemux::api::RegionalCollector =
-            serde_json::from_value(serde_json::json!({
-                "apiVersion": "telemux.io/v1alpha1", "kind": "RegionalCollector",
-                "metadata": { "name": name }, "spec": { "region": region, "replicas": 1 }
-            }))
-            .unwrap();
-        self.api::<telemux::api::RegionalCollector>()
+        let collector: RegionalCollector = serde_json::from_value(serde_json::json!({
+            "apiVersion": "telemux.io/v1alpha1", "kind": "RegionalCollector",
+            "metadata": { "name": name }, "spec": { "region": region, "replicas": 1 }
+        }))
+        .unwrap();
+        self.api::<RegionalCollector>()
             .create(&PostParams::default(), &collector)
             .await
             .expect("creating a RegionalCollector");
