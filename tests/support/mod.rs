@@ -22,21 +22,17 @@ use tokio::sync::oneshot;
 
 pub const KUBECONFIG_ENV: &str = "TELEMUX_TEST_KUBECONFIG";
 
-/// A client for the local plane, or `None` (test skipped) when none is configured outside CI.
-/// Under CI a missing plane is a failure, never a skip.
-pub async fn plane_client() -> Option<Client> {
+/// A client for the local plane named by [`KUBECONFIG_ENV`]. A test that calls it is marked
+/// `#[cfg_attr(no_plane, ignore = ...)]` (see build.rs): it only runs when the variable is set,
+/// or under CI, and then a missing plane is a failure, never a skip.
+pub async fn plane_client() -> Client {
     let path = std::env::var(KUBECONFIG_ENV)
         .ok()
         .filter(|p| std::path::Path::new(p).exists());
     let Some(path) = path else {
-        let why = format!(
+        panic!(
             "{KUBECONFIG_ENV} does not name a kubeconfig file; start the plane with `make cluster-up`"
         );
-        if std::env::var_os("CI").is_some() {
-            panic!("the local control plane is required under CI: {why}");
-        }
-        eprintln!("SKIPPED (no local plane): {why}");
-        return None;
     };
     let kubeconfig = Kubeconfig::read_from(&path).expect("reading the plane's kubeconfig");
     let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
@@ -46,7 +42,19 @@ pub async fn plane_client() -> Option<Client> {
     if let Err(error) = client.apiserver_version().await {
         panic!("the local plane at {path} does not answer: {error}");
     }
-    Some(client)
+    client
+}
+
+/// The path a component's variable names (a binary the Makefile builds). A test that calls it
+/// is marked with the component's cfg (see build.rs): it only runs when the variable is set, or
+/// under CI, and then a missing component is a failure.
+pub fn required_binary(var: &str, make_target: &str) -> std::path::PathBuf {
+    std::env::var_os(var)
+        .map(std::path::PathBuf::from)
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| {
+            panic!("{var} does not name a binary; build it with `make {make_target}`")
+        })
 }
 
 /// Polls `check` until it returns `Some`, with backoff, failing after `timeout`.
@@ -378,17 +386,9 @@ pub fn collector_binary() -> Option<std::path::PathBuf> {
         .filter(|p| p.exists())
 }
 
-/// The collector binary, or `None` (test skipped) outside CI; under CI its absence fails.
-pub fn require_collector_binary() -> Option<std::path::PathBuf> {
-    let binary = collector_binary();
-    if binary.is_none() {
-        let why = "OTELCOL_BIN does not name the collector binary; build it with `make collector`";
-        if std::env::var_os("CI").is_some() {
-            panic!("the collector binary is required under CI: {why}");
-        }
-        eprintln!("SKIPPED (no collector binary): {why}");
-    }
-    binary
+/// The collector binary (`OTELCOL_BIN`), for tests marked `no_collector`.
+pub fn require_collector_binary() -> std::path::PathBuf {
+    required_binary("OTELCOL_BIN", "collector")
 }
 
 /// Everything the operator logs in this test binary (all levels telemux uses, and its HTTP
