@@ -3,11 +3,11 @@
 //!
 //! For 1, 100 and 500 tenants and each exporter variant (`support::Exporter`): render the
 //! collector configuration telemux would roll out, start the real collector on it as a local
-//! process (set up by testkit's `prepare`, as `LocalCollector` does, but started here so that
-//! its pid is known), wait until it is healthy, leave it idle, then read its resident set size
-//! (VmRSS in /proc/<pid>/status) and count the files it holds open in its queue directory. The
-//! cost of one tenant is (RSS − RSS at 1 tenant) / (tenants − 1). Each configuration runs twice,
-//! the second round in the opposite order.
+//! process (set up by `telemux::offline::prepare`, as `LocalCollector` does, but started here so
+//! that its pid is known), wait until it is healthy, leave it idle, then read its resident set
+//! size (VmRSS in /proc/<pid>/status) and count the files it holds open in its queue directory.
+//! The cost of one tenant is (RSS − RSS at 1 tenant) / (tenants − 1). Each configuration runs
+//! twice, the second round in the opposite order.
 //!
 //! Run with `make bench-memory`; figures go to bench/RESULTS.md.
 
@@ -19,7 +19,8 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use support::{Exporter, binary, render};
-use telemux_testkit::collector::{CONNECTION_STRING_ENV, LoopbackPorts, prepare};
+use telemux::offline::{PodDir, collector_command, prepare};
+use telemux_testkit::collector::free_loopback_ports;
 use telemux_testkit::ingestion::IngestionEmulator;
 
 /// How long the collector sits idle after it reports healthy, before its RSS is read.
@@ -72,14 +73,13 @@ async fn idle(otelcol: &Path, config: &str, files: &BTreeMap<String, Vec<u8>>) -
         .prefix("telemux-bench-memory-")
         .tempdir()
         .expect("a temporary directory");
-    let ports = LoopbackPorts::free();
+    let ports = free_loopback_ports().expect("free loopback ports");
     let args = prepare(dir.path(), config, files, ports).expect("the collector's files");
     let log = dir.path().join("collector.log");
     let out = std::fs::File::create(&log).expect("the collector's log");
     let started = Instant::now();
-    let mut child = tokio::process::Command::new(otelcol)
+    let mut child = tokio::process::Command::from(collector_command(otelcol))
         .args(&args)
-        .env_remove(CONNECTION_STRING_ENV)
         .stdout(Stdio::from(out.try_clone().expect("a log handle")))
         .stderr(Stdio::from(out))
         .kill_on_drop(true)
@@ -112,7 +112,7 @@ async fn idle(otelcol: &Path, config: &str, files: &BTreeMap<String, Vec<u8>>) -
     }
     let startup = started.elapsed();
     tokio::time::sleep(IDLE).await;
-    let queue = dir.path().join("queue");
+    let queue = PodDir::new(dir.path()).queue_dir();
     let measured = Idle {
         startup,
         rss_kib: status_kib(pid, "VmRSS"),

@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use support::{Exporter, binary, ikey, render, tenant_id};
+use telemux::offline::PodDir;
 use telemux_testkit::collector::LocalCollector;
 use telemux_testkit::ingestion::IngestionEmulator;
 
@@ -114,10 +115,7 @@ fn written(pid: u32) -> Io {
 /// (LocalCollector does not expose its child).
 fn collector_pid(collector: &LocalCollector) -> u32 {
     let queue = collector.queue_dir();
-    let config = queue
-        .parent()
-        .expect("the queue dir has a parent")
-        .join("config.yaml");
+    let config = PodDir::new(queue.parent().expect("the queue dir has a parent")).config_file();
     let needle = format!("--config=file:{}", config.display());
     std::fs::read_dir("/proc")
         .expect("/proc")

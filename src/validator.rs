@@ -1,14 +1,17 @@
 //! Checks a rendered collector configuration with a real collector binary (`validate`) before
-//! it is rolled out. The binary sees placeholder files in place of the Secret's: it resolves
-//! `${file:...}` references and builds every component, but no secret ever touches the disk.
+//! it is rolled out, in a [`PodDir`]. The binary sees placeholder files in place of the Secret's:
+//! it resolves `${file:...}` references and builds every component, but no secret ever touches
+//! the disk.
 
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::time::Duration;
 
+use crate::layout::{BLOB_CONNECTION_STRING_FILE, HTPASSWD_FILE, SECRETS_DIR};
+use crate::offline::{PodDir, collector_command};
+use crate::pipeline::CollectorPlan;
 use crate::pipeline::render::render_with_secrets_dir;
-use crate::pipeline::{BLOB_CONNECTION_STRING_FILE, CONFIG_FILE, CollectorPlan, HTPASSWD_FILE};
 
 /// What a validator concluded about a configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,29 +56,38 @@ impl CollectorBinary {
                 return Verdict::Unchecked(format!("cannot create a temporary directory: {e}"));
             }
         };
-        let secrets = dir.path().join("secrets");
-        let config_path = dir.path().join(CONFIG_FILE);
-        let written = async {
-            tokio::fs::create_dir(&secrets).await?;
-            for name in plan.secret_files.keys() {
+        let pod = PodDir::new(dir.path());
+        let secrets = pod.secrets_dir();
+        let config_path = pod.config_file();
+        let placeholders: Vec<(String, &str)> = plan
+            .secret_files
+            .keys()
+            .map(|name| {
                 let placeholder = match name.as_str() {
                     HTPASSWD_FILE => "",
                     BLOB_CONNECTION_STRING_FILE => PLACEHOLDER_STORAGE_CONNECTION_STRING,
                     _ => PLACEHOLDER_CONNECTION_STRING,
                 };
-                tokio::fs::write(secrets.join(name), placeholder).await?;
-            }
-            let rendered = render_with_secrets_dir(plan, &secrets.to_string_lossy())
-                .map_err(|e| std::io::Error::other(e.to_string()))?;
-            tokio::fs::write(&config_path, rendered.yaml).await
+                (name.clone(), placeholder)
+            })
+            .collect();
+        let written = match render_with_secrets_dir(plan, &secrets.to_string_lossy()) {
+            // Blocking file writes, off the reconcilers' threads.
+            Ok(rendered) => tokio::task::spawn_blocking(move || {
+                pod.write_secret_files(placeholders)?;
+                pod.write_config(&rendered.yaml).map(drop)
+            })
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|written| written.map_err(|e| e.to_string())),
+            Err(e) => Err(e.to_string()),
         };
-        if let Err(e) = written.await {
+        if let Err(e) = written {
             return Verdict::Unchecked(format!("cannot write the configuration to check: {e}"));
         }
-        let run = tokio::process::Command::new(&self.path)
+        let run = tokio::process::Command::from(collector_command(&self.path))
             .arg("validate")
             .arg(format!("--config={}", config_path.display()))
-            .env_remove("APPLICATIONINSIGHTS_CONNECTION_STRING")
             .kill_on_drop(true)
             .output();
         match tokio::time::timeout(self.timeout, run).await {
@@ -117,7 +129,7 @@ fn collector_error(output: &str, secrets_dir: &str) -> String {
         .find_map(|l| l.strip_prefix("Error:"))
         .map(str::trim)
         .unwrap_or_else(|| output.trim());
-    let mut message = line.replace(secrets_dir, crate::pipeline::SECRETS_DIR);
+    let mut message = line.replace(secrets_dir, SECRETS_DIR);
     if message.len() > MAX_MESSAGE {
         let mut cut = MAX_MESSAGE;
         while !message.is_char_boundary(cut) {

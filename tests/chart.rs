@@ -5,8 +5,9 @@
 //! removes all of it except the CRDs.
 //!
 //! helm is named by `HELM_BIN` (`make helm`), the plane by `TELEMUX_TEST_KUBECONFIG`. Without
-//! either the tests that need it skip locally and fail under `CI`. Every install gets a
-//! release name of its own: the ClusterRole and ClusterRoleBinding are cluster-scoped.
+//! either variable the tests that need it are reported as ignored (see build.rs); under `CI`,
+//! or with a variable that names nothing, they fail. Every install gets a release name of its
+//! own: the ClusterRole and ClusterRoleBinding are cluster-scoped.
 
 mod support;
 
@@ -24,7 +25,6 @@ use kube::{Api, Client};
 use serde_json::{Value, json};
 use support::{KUBECONFIG_ENV, TestNamespace, eventually, plane_client};
 
-const HELM_ENV: &str = "HELM_BIN";
 const CRDS: [&str; 2] = [
     "telemetrytenants.telemux.io",
     "regionalcollectors.telemux.io",
@@ -33,21 +33,6 @@ const CRDS: [&str; 2] = [
 // ---------------------------------------------------------------------------------------
 // Helpers: helm and kubectl as processes, pinned to a throwaway helm home and to the plane.
 // ---------------------------------------------------------------------------------------
-
-/// The helm binary, or `None` (test skipped) outside CI; under CI its absence fails.
-fn helm_binary() -> Option<PathBuf> {
-    let binary = std::env::var_os(HELM_ENV)
-        .map(PathBuf::from)
-        .filter(|p| p.exists());
-    if binary.is_none() {
-        let why = format!("{HELM_ENV} does not name the helm binary; install it with `make helm`");
-        if std::env::var_os("CI").is_some() {
-            panic!("helm is required under CI: {why}");
-        }
-        eprintln!("SKIPPED (no helm): {why}");
-    }
-    binary
-}
 
 fn chart_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/telemux")
@@ -63,28 +48,27 @@ struct Helm {
 
 impl Helm {
     /// helm for offline commands (lint, template).
-    fn offline() -> Option<Self> {
-        let binary = helm_binary()?;
-        Some(Helm {
-            binary,
+    fn offline() -> Self {
+        Helm {
+            binary: support::chart::helm_binary(),
             home: tempfile::tempdir().expect("a temporary helm home"),
             kubeconfig: None,
-        })
+        }
     }
 
     /// helm and a client for the plane.
-    async fn with_plane() -> Option<(Self, Client)> {
-        let binary = helm_binary()?;
-        let client = plane_client().await?;
+    async fn with_plane() -> (Self, Client) {
+        let binary = support::chart::helm_binary();
+        let client = plane_client().await;
         let kubeconfig = std::env::var(KUBECONFIG_ENV).expect("plane_client checked it");
-        Some((
+        (
             Helm {
                 binary,
                 home: tempfile::tempdir().expect("a temporary helm home"),
                 kubeconfig: Some(kubeconfig),
             },
             client,
-        ))
+        )
     }
 
     fn kubeconfig(&self) -> String {
@@ -413,10 +397,9 @@ fn assert_schema_refusal(output: &Output, case: &str, location: &str) {
 // ---------------------------------------------------------------------------------------
 
 #[test]
+#[cfg_attr(no_helm, ignore = "needs helm: HELM_BIN (make helm)")]
 fn chart_lints_strictly_clean_with_defaults_and_with_every_option() {
-    let Some(helm) = Helm::offline() else {
-        return;
-    };
+    let helm = Helm::offline();
     let chart = chart_dir().display().to_string();
     let ci = chart_dir().join("ci");
     let mut values_files: Vec<String> = std::fs::read_dir(&ci)
@@ -451,10 +434,9 @@ fn chart_lints_strictly_clean_with_defaults_and_with_every_option() {
 }
 
 #[test]
+#[cfg_attr(no_helm, ignore = "needs helm: HELM_BIN (make helm)")]
 fn schema_refuses_wrong_values_before_rendering() {
-    let Some(helm) = Helm::offline() else {
-        return;
-    };
+    let helm = Helm::offline();
     let chart = chart_dir().display().to_string();
     // Control: the same command with valid values renders, so a refusal below is the schema's.
     helm.template("control", "telemux-system", &[]);
@@ -469,10 +451,9 @@ fn schema_refuses_wrong_values_before_rendering() {
 }
 
 #[test]
+#[cfg_attr(no_helm, ignore = "needs helm: HELM_BIN (make helm)")]
 fn default_render_runs_the_operator_least_privileged_and_restricted() {
-    let Some(helm) = Helm::offline() else {
-        return;
-    };
+    let helm = Helm::offline();
     let docs = documents(&helm.template("rel", "telemux-system", &[]));
 
     let deployment = find(&docs, "Deployment");
@@ -564,10 +545,9 @@ fn collector_image_arg(docs: &[Value]) -> String {
 }
 
 #[test]
+#[cfg_attr(no_helm, ignore = "needs helm: HELM_BIN (make helm)")]
 fn collectors_default_to_the_telemux_distribution_image_or_the_one_set() {
-    let Some(helm) = Helm::offline() else {
-        return;
-    };
+    let helm = Helm::offline();
     // By default: the distribution the operator validates with, the operator's own default.
     let docs = documents(&helm.template("rel", "telemux-system", &[]));
     assert_eq!(
@@ -613,10 +593,9 @@ fn collectors_default_to_the_telemux_distribution_image_or_the_one_set() {
 }
 
 #[test]
+#[cfg_attr(no_helm, ignore = "needs helm: HELM_BIN (make helm)")]
 fn azure_identities_reach_the_pod() {
-    let Some(helm) = Helm::offline() else {
-        return;
-    };
+    let helm = Helm::offline();
     let ci = chart_dir().join("ci");
 
     // Workload identity: the webhook needs the ServiceAccount annotation and the pod label.
@@ -694,10 +673,12 @@ fn azure_identities_reach_the_pod() {
 // ---------------------------------------------------------------------------------------
 
 #[tokio::test]
+#[cfg_attr(
+    any(no_plane, no_helm),
+    ignore = "needs the local plane and helm: TELEMUX_TEST_KUBECONFIG, HELM_BIN (make cluster-up helm)"
+)]
 async fn rendered_manifests_pass_server_side_dry_run_in_a_restricted_namespace() {
-    let Some((helm, client)) = Helm::with_plane().await else {
-        return;
-    };
+    let (helm, client) = Helm::with_plane().await;
     let ns = restricted_namespace(&client, "chart-dry-run").await;
     let everything = chart_dir()
         .join("ci/servicemonitor-client-secret-values.yaml")
@@ -760,10 +741,12 @@ async fn rendered_manifests_pass_server_side_dry_run_in_a_restricted_namespace()
 }
 
 #[tokio::test]
+#[cfg_attr(
+    any(no_plane, no_helm),
+    ignore = "needs the local plane and helm: TELEMUX_TEST_KUBECONFIG, HELM_BIN (make cluster-up helm)"
+)]
 async fn install_into_a_restricted_namespace_runs_the_operator_and_uninstall_cleans_up() {
-    let Some((helm, client)) = Helm::with_plane().await else {
-        return;
-    };
+    let (helm, client) = Helm::with_plane().await;
     let ns = restricted_namespace(&client, "chart-install").await;
     let release = unique("tmx");
     let fullname = format!("{release}-telemux");
@@ -1003,10 +986,12 @@ async fn install_into_a_restricted_namespace_runs_the_operator_and_uninstall_cle
 }
 
 #[tokio::test]
+#[cfg_attr(
+    any(no_plane, no_helm),
+    ignore = "needs the local plane and helm: TELEMUX_TEST_KUBECONFIG, HELM_BIN (make cluster-up helm)"
+)]
 async fn install_refuses_values_violating_the_schema_and_creates_nothing() {
-    let Some((helm, client)) = Helm::with_plane().await else {
-        return;
-    };
+    let (helm, client) = Helm::with_plane().await;
     let ns = TestNamespace::create(&client, "chart-schema").await;
     let chart = chart_dir().display().to_string();
     for (case, yaml, location) in BAD_VALUES {

@@ -129,19 +129,15 @@ async fn queue_during_outage(h: &Harness, collector: &LocalCollector, credential
     wait_answered(h, 1, 503, 0).await;
 }
 
-async fn harness_with(test: &str, tenants: &[&str]) -> Option<Harness> {
+async fn harness_with(test: &str, tenants: &[&str]) -> Harness {
     let tenants: Vec<(&str, Value)> = tenants.iter().map(|t| (*t, json!({}))).collect();
     harness_with_specs(test, json!({}), &tenants).await
 }
 
 /// A collector in [`REGION`] whose spec adds `collector` (e.g. resources), and tenants
 /// `(name, extra spec)`, tenant `i` (from 0) under instrumentation key `ikey(i + 1)`.
-async fn harness_with_specs(
-    test: &str,
-    collector: Value,
-    tenants: &[(&str, Value)],
-) -> Option<Harness> {
-    let h = Harness::start(test, false).await?;
+async fn harness_with_specs(test: &str, collector: Value, tenants: &[(&str, Value)]) -> Harness {
+    let h = Harness::start(test, false).await;
     let mut spec = json!({ "region": REGION, "replicas": 1 });
     if let (Some(spec), Some(extra)) = (spec.as_object_mut(), collector.as_object()) {
         spec.extend(extra.clone());
@@ -158,14 +154,16 @@ async fn harness_with_specs(
     }
     let names: Vec<&str> = tenants.iter().map(|(name, _)| *name).collect();
     h.wait_rendered(&names, &[]).await;
-    Some(h)
+    h
 }
 
 #[tokio::test]
+#[cfg_attr(
+    any(no_plane, no_helm, no_collector),
+    ignore = "needs the local plane, helm and the collector: TELEMUX_TEST_KUBECONFIG, HELM_BIN, OTELCOL_BIN (make cluster-up helm collector)"
+)]
 async fn a_restart_during_an_outage_loses_nothing() {
-    let Some(h) = harness_with("delivery-restart", &["outage", "steady"]).await else {
-        return;
-    };
+    let h = harness_with("delivery-restart", &["outage", "steady"]).await;
     let mut collector = h.run_collector().await;
     let outage = h.tenant_credential("outage").await;
     let steady = h.tenant_credential("steady").await;
@@ -205,10 +203,12 @@ async fn a_restart_during_an_outage_loses_nothing() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    any(no_plane, no_helm, no_collector),
+    ignore = "needs the local plane, helm and the collector: TELEMUX_TEST_KUBECONFIG, HELM_BIN, OTELCOL_BIN (make cluster-up helm collector)"
+)]
 async fn a_rollout_for_another_tenants_change_during_an_outage_loses_nothing() {
-    let Some(h) = harness_with("delivery-rollout", &["outage"]).await else {
-        return;
-    };
+    let h = harness_with("delivery-rollout", &["outage"]).await;
     let mut collector = h.run_collector().await;
     let outage = h.tenant_credential("outage").await;
     queue_during_outage(&h, &collector, &outage).await;
@@ -270,6 +270,10 @@ struct Case {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    any(no_plane, no_helm, no_collector),
+    ignore = "needs the local plane, helm and the collector: TELEMUX_TEST_KUBECONFIG, HELM_BIN, OTELCOL_BIN (make cluster-up helm collector)"
+)]
 async fn every_answer_of_app_insights_is_handled_and_counted_truthfully() {
     let status = |code, retry_after| Fault::Status { code, retry_after };
     let cases = [
@@ -317,9 +321,7 @@ async fn every_answer_of_app_insights_is_handled_and_counted_truthfully() {
         },
     ];
     let names: Vec<&str> = cases.iter().map(|c| c.name).collect();
-    let Some(h) = harness_with("delivery-answers", &names).await else {
-        return;
-    };
+    let h = harness_with("delivery-answers", &names).await;
     let collector = h.run_collector().await;
     const SENT: usize = 30;
     for (i, case) in cases.iter().enumerate() {
@@ -491,7 +493,7 @@ fn noisy_body() -> String {
 
 /// The containers of the collector workload's pod template (a StatefulSet, or a Deployment).
 async fn workload_containers(h: &Harness) -> Option<Vec<Container>> {
-    let name = format!("{COLLECTOR}-collector");
+    let name = support::names::workload(COLLECTOR);
     let template = match h.ns.api::<StatefulSet>().get(&name).await {
         Ok(workload) => workload.spec?.template,
         Err(_) => {
@@ -524,6 +526,10 @@ async fn workload_memory_limit(h: &Harness) -> u64 {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    any(no_plane, no_helm, no_collector),
+    ignore = "needs the local plane, helm and the collector: TELEMUX_TEST_KUBECONFIG, HELM_BIN, OTELCOL_BIN (make cluster-up helm collector)"
+)]
 async fn one_tenant_flooding_a_failing_app_insights_costs_no_other_tenant_a_request() {
     const MIB: u64 = 1024 * 1024;
     let memory = "256Mi";
@@ -534,9 +540,7 @@ async fn one_tenant_flooding_a_failing_app_insights_costs_no_other_tenant_a_requ
     let resources = json!({ "resources": {
         "limits": { "memory": memory }, "requests": { "memory": memory }
     }});
-    let Some(h) = harness_with_specs("delivery-noisy", resources, &tenants).await else {
-        return;
-    };
+    let h = harness_with_specs("delivery-noisy", resources, &tenants).await;
 
     // The collector runs in a memory cgroup with the limit its workload (pod) sets.
     let limit = workload_memory_limit(&h).await;

@@ -13,10 +13,12 @@ use kube::api::{DeleteParams, ListParams, PostParams};
 use support::{TestNamespace, eventually, plane_client};
 
 #[tokio::test]
+#[cfg_attr(
+    no_plane,
+    ignore = "needs the local plane: TELEMUX_TEST_KUBECONFIG (make cluster-up)"
+)]
 async fn server_version_matches_the_compiled_k8s_openapi_minor() {
-    let Some(client) = plane_client().await else {
-        return;
-    };
+    let client = plane_client().await;
     let info = client.apiserver_version().await.unwrap();
     let compiled = k8s_openapi::k8s_if_1_33! { "33" };
     assert_eq!(info.major, "1");
@@ -29,10 +31,12 @@ async fn server_version_matches_the_compiled_k8s_openapi_minor() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    no_plane,
+    ignore = "needs the local plane: TELEMUX_TEST_KUBECONFIG (make cluster-up)"
+)]
 async fn deployments_become_available_on_kwok_nodes() {
-    let Some(client) = plane_client().await else {
-        return;
-    };
+    let client = plane_client().await;
     let nodes = Api::<Node>::all(client.clone())
         .list(&ListParams::default())
         .await
@@ -92,10 +96,12 @@ async fn deployments_become_available_on_kwok_nodes() {
 /// The collector is a StatefulSet whose pods each claim a queue volume: claims must be
 /// provisioned and bound for its pods to be scheduled at all.
 #[tokio::test]
+#[cfg_attr(
+    no_plane,
+    ignore = "needs the local plane: TELEMUX_TEST_KUBECONFIG (make cluster-up)"
+)]
 async fn statefulsets_with_volume_claims_become_ready() {
-    let Some(client) = plane_client().await else {
-        return;
-    };
+    let client = plane_client().await;
     let ns = TestNamespace::create(&client, "statefulset-ready").await;
     let sets: Api<StatefulSet> = ns.api();
     let set: StatefulSet = serde_json::from_value(serde_json::json!({
@@ -145,10 +151,12 @@ async fn statefulsets_with_volume_claims_become_ready() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    no_plane,
+    ignore = "needs the local plane: TELEMUX_TEST_KUBECONFIG (make cluster-up)"
+)]
 async fn garbage_collector_removes_dependents_of_a_deleted_owner() {
-    let Some(client) = plane_client().await else {
-        return;
-    };
+    let client = plane_client().await;
     let ns = TestNamespace::create(&client, "garbage-collection").await;
     let config_maps: Api<ConfigMap> = ns.api();
     let owner = config_maps

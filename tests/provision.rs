@@ -8,7 +8,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{ConfigMap, Event as CoreEvent, Secret};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
-use support::{Operator, TestNamespace, eventually, install_crds, plane_client};
+use support::{Operator, TestNamespace, eventually, install_crds, names, plane_client};
 use telemux::api::TelemetryTenant;
 use telemux::azure::{AzureSettings, CredentialSource, build_components_client};
 use telemux::controller::provision::AzureComponents;
@@ -44,14 +44,14 @@ fn components_client(arm: &ArmEmulator, entra: &EntraEmulator) -> AzureComponent
     AzureComponents(build_components_client(&settings).expect("an Azure client"))
 }
 
-async fn setup(test: &str) -> Option<Env> {
+async fn setup(test: &str) -> Env {
     setup_with_drift_check(test, Duration::from_secs(600)).await
 }
 
 /// `drift`: how often a provisioned component is re-read from ARM.
-async fn setup_with_drift_check(test: &str, drift: Duration) -> Option<Env> {
+async fn setup_with_drift_check(test: &str, drift: Duration) -> Env {
     support::captured_logs(); // start capturing before the operator logs anything
-    let client = plane_client().await?;
+    let client = plane_client().await;
     install_crds(&client).await;
     let ns = TestNamespace::create(&client, test).await;
     let entra = EntraEmulator::start().await.expect("the Entra emulator");
@@ -66,12 +66,12 @@ async fn setup_with_drift_check(test: &str, drift: Duration) -> Option<Env> {
         drift,
     };
     let operator = Operator::start_with(&client, &ns.name, settings).await;
-    Some(Env {
+    Env {
         ns,
         operator,
         arm,
         entra,
-    })
+    }
 }
 
 impl Env {
@@ -117,35 +117,28 @@ impl Env {
     }
 
     async fn condition(&self, tenant: &str, type_: &str) -> Option<(String, String, String)> {
-        self.ns
-            .api::<TelemetryTenant>()
-            .get(tenant)
-            .await
-            .ok()?
-            .status?
-            .conditions
-            .into_iter()
-            .find(|c| c.type_ == type_)
-            .map(|c| (c.status, c.reason, c.message))
+        support::condition(&self.ns.api::<TelemetryTenant>(), tenant, type_).await
     }
 
     async fn wait_reason(&self, tenant: &str, status: &str, reason: &str) -> String {
-        eventually(
-            &format!("{tenant} ApplicationInsightsReady={status} ({reason})"),
+        let api = self.ns.api::<TelemetryTenant>();
+        let (_, message) = support::wait_condition(
+            &api,
+            tenant,
+            "ApplicationInsightsReady",
+            status,
+            Some(reason),
             WAIT,
-            || async {
-                let (s, r, m) = self.condition(tenant, "ApplicationInsightsReady").await?;
-                (s == status && r == reason).then_some(m)
-            },
         )
-        .await
+        .await;
+        message
     }
 
     async fn connection_string_secret(&self, tenant: &str) -> Option<String> {
         let secret = self
             .ns
             .api::<Secret>()
-            .get_opt(&format!("{tenant}-appinsights"))
+            .get_opt(&names::tenant_connection_string(tenant))
             .await
             .ok()??;
         let bytes = secret.data?.get("connection-string")?.0.clone();
@@ -173,10 +166,12 @@ impl Env {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    any(no_plane, no_helm),
+    ignore = "needs the local plane and helm: TELEMUX_TEST_KUBECONFIG, HELM_BIN (make cluster-up helm)"
+)]
 async fn a_provisioned_component_feeds_the_collector_with_one_put_per_generation() {
-    let Some(env) = setup("provision-create").await else {
-        return;
-    };
+    let env = setup("provision-create").await;
     env.ns.create_collector("westeurope", "westeurope").await;
     env.tenant("acme", json!({ "retentionInDays": 90 })).await;
     let message = env.wait_reason("acme", "True", "Provisioned").await;
@@ -293,10 +288,12 @@ async fn a_provisioned_component_feeds_the_collector_with_one_put_per_generation
 }
 
 #[tokio::test]
+#[cfg_attr(
+    any(no_plane, no_helm),
+    ignore = "needs the local plane and helm: TELEMUX_TEST_KUBECONFIG, HELM_BIN (make cluster-up helm)"
+)]
 async fn asynchronous_provisioning_ends_ready() {
-    let Some(env) = setup("provision-async").await else {
-        return;
-    };
+    let env = setup("provision-async").await;
     env.arm.set_provisioning_gets(3);
     env.tenant("slow", json!({})).await;
     env.wait_reason("slow", "False", "Provisioning").await;
@@ -306,10 +303,12 @@ async fn asynchronous_provisioning_ends_ready() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    any(no_plane, no_helm),
+    ignore = "needs the local plane and helm: TELEMUX_TEST_KUBECONFIG, HELM_BIN (make cluster-up helm)"
+)]
 async fn deletion_policy_delete_removes_the_component_and_retain_keeps_it() {
-    let Some(env) = setup("provision-delete").await else {
-        return;
-    };
+    let env = setup("provision-delete").await;
     env.tenant("gone", json!({ "deletionPolicy": "Delete" }))
         .await;
     env.tenant("kept", json!({})).await;
@@ -331,10 +330,12 @@ async fn deletion_policy_delete_removes_the_component_and_retain_keeps_it() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    any(no_plane, no_helm),
+    ignore = "needs the local plane and helm: TELEMUX_TEST_KUBECONFIG, HELM_BIN (make cluster-up helm)"
+)]
 async fn an_existing_component_is_adopted_not_duplicated() {
-    let Some(env) = setup("provision-adopt").await else {
-        return;
-    };
+    let env = setup("provision-adopt").await;
     let name = env.component_name("legacy");
     env.arm
         .insert_component(
@@ -373,10 +374,12 @@ async fn an_existing_component_is_adopted_not_duplicated() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    any(no_plane, no_helm),
+    ignore = "needs the local plane and helm: TELEMUX_TEST_KUBECONFIG, HELM_BIN (make cluster-up helm)"
+)]
 async fn azure_faults_are_reported_and_recovered_from_without_duplicates() {
-    let Some(env) = setup("provision-faults").await else {
-        return;
-    };
+    let env = setup("provision-faults").await;
     // Throttled, with a Retry-After three times the operator's own fallback (2 s): the
     // operator must wait for ARM's, not its own.
     env.arm
@@ -474,10 +477,12 @@ async fn azure_faults_are_reported_and_recovered_from_without_duplicates() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    any(no_plane, no_helm),
+    ignore = "needs the local plane and helm: TELEMUX_TEST_KUBECONFIG, HELM_BIN (make cluster-up helm)"
+)]
 async fn a_restart_between_put_and_status_converges_without_a_duplicate() {
-    let Some(env) = setup("provision-restart").await else {
-        return;
-    };
+    let env = setup("provision-restart").await;
     // What an operator killed right after its PUT leaves behind: the component exists, the
     // tenant has no status yet. A fresh operator must converge on that same component.
     let client = components_client(&env.arm, &env.entra);
@@ -522,10 +527,12 @@ async fn a_restart_between_put_and_status_converges_without_a_duplicate() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    any(no_plane, no_helm),
+    ignore = "needs the local plane and helm: TELEMUX_TEST_KUBECONFIG, HELM_BIN (make cluster-up helm)"
+)]
 async fn a_recreated_component_rolls_the_collector_with_its_new_connection_string() {
-    let Some(env) = setup_with_drift_check("provision-rotate", Duration::from_secs(2)).await else {
-        return;
-    };
+    let env = setup_with_drift_check("provision-rotate", Duration::from_secs(2)).await;
     env.ns.create_collector("westeurope", "westeurope").await;
     env.tenant("acme", json!({})).await;
     env.wait_reason("acme", "True", "Provisioned").await;
@@ -534,7 +541,7 @@ async fn a_recreated_component_rolls_the_collector_with_its_new_connection_strin
         let workload = env
             .ns
             .api::<k8s_openapi::api::apps::v1::StatefulSet>()
-            .get_opt("westeurope-collector")
+            .get_opt(&names::workload("westeurope"))
             .await
             .ok()??;
         workload

@@ -17,13 +17,6 @@ use telemux::api::TelemetryTenant;
 
 const WAIT: Duration = Duration::from_secs(90);
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free loopback port")
-        .port()
-}
-
 /// One `telemux run` process.
 struct OperatorProcess {
     name: String,
@@ -43,7 +36,7 @@ impl OperatorProcess {
             .unwrap();
         let kubeconfig = dir.path().join("kubeconfig");
         support::chart::write_impersonating_kubeconfig(&kubeconfig);
-        let port = free_port();
+        let port = telemux_testkit::free_port().expect("a free loopback port");
         let log = dir.path().join("operator.log");
         let out = std::fs::File::create(&log).unwrap();
         let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_telemux"));
@@ -176,11 +169,11 @@ struct Env {
 }
 
 impl Env {
-    async fn setup(test: &str) -> Option<Env> {
-        let client = plane_client().await?;
+    async fn setup(test: &str) -> Env {
+        let client = plane_client().await;
         install_crds(&client).await;
         let ns = TestNamespace::create(&client, test).await;
-        Some(Env { client, ns })
+        Env { client, ns }
     }
 
     async fn tenant(&self, name: &str, with_secret: bool) {
@@ -213,13 +206,9 @@ impl Env {
     }
 
     async fn ready(&self, tenant: &str) -> Option<String> {
-        let t = self.ns.api::<TelemetryTenant>().get(tenant).await.ok()?;
-        let c = t
-            .status?
-            .conditions
-            .into_iter()
-            .find(|c| c.type_ == "Ready")?;
-        Some(c.status)
+        let api = self.ns.api::<TelemetryTenant>();
+        let (status, ..) = support::condition(&api, tenant, "Ready").await?;
+        Some(status)
     }
 
     async fn wait_ready(&self, tenant: &str, status: &str) {
@@ -241,10 +230,12 @@ impl Env {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    any(no_plane, no_helm),
+    ignore = "needs the local plane and helm: TELEMUX_TEST_KUBECONFIG, HELM_BIN (make cluster-up helm)"
+)]
 async fn metrics_and_probes_show_what_the_operator_does_and_sigterm_stops_it() {
-    let Some(env) = Env::setup("runtime-metrics").await else {
-        return;
-    };
+    let env = Env::setup("runtime-metrics").await;
     let mut operator = OperatorProcess::start(&env.client, &env.ns.name, "solo", &[]).await;
     operator.wait_until_serving().await;
     assert_eq!(operator.get("/readyz").await.unwrap().1, "ok");
@@ -282,10 +273,12 @@ async fn metrics_and_probes_show_what_the_operator_does_and_sigterm_stops_it() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    any(no_plane, no_helm),
+    ignore = "needs the local plane and helm: TELEMUX_TEST_KUBECONFIG, HELM_BIN (make cluster-up helm)"
+)]
 async fn only_the_leader_reconciles_and_a_standby_takes_over_within_the_lease() {
-    let Some(env) = Env::setup("runtime-leader").await else {
-        return;
-    };
+    let env = Env::setup("runtime-leader").await;
     // The chart grants leases in its release namespace only; a lease per test keeps
     // concurrent runs apart.
     let lease = env.ns.name.clone();
@@ -390,13 +383,13 @@ async fn trace_sink(binary: &Path, file: &Path) -> telemux_testkit::collector::L
 }
 
 #[tokio::test]
+#[cfg_attr(
+    any(no_plane, no_helm, no_collector),
+    ignore = "needs the local plane, helm and the collector: TELEMUX_TEST_KUBECONFIG, HELM_BIN, OTELCOL_BIN (make cluster-up helm collector)"
+)]
 async fn the_operators_own_traces_reach_an_otlp_collector() {
-    let Some(env) = Env::setup("runtime-otlp").await else {
-        return;
-    };
-    let Some(binary) = support::require_collector_binary() else {
-        return;
-    };
+    let env = Env::setup("runtime-otlp").await;
+    let binary = support::require_collector_binary();
     let dir = tempfile::tempdir().unwrap();
     let spans = dir.path().join("spans.json");
     let sink = trace_sink(&binary, &spans).await;

@@ -152,11 +152,11 @@ pub struct OtlpPorts {
 }
 
 fn default_grpc_port() -> i32 {
-    4317
+    crate::layout::DEFAULT_OTLP_GRPC_PORT
 }
 
 fn default_http_port() -> i32 {
-    4318
+    crate::layout::DEFAULT_OTLP_HTTP_PORT
 }
 
 impl Default for OtlpPorts {

@@ -8,10 +8,6 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::delivery::{InvalidMemoryQuantity, memory_limit_bytes, quantity_bytes};
 use super::selection::Selection;
-use super::{
-    BLOB_CONNECTION_STRING_FILE, HTPASSWD_FILE, PLATFORM_CONNECTION_STRING_FILE, PLATFORM_USER,
-    tenant_connection_string_file,
-};
 use crate::api::collector::{
     BaselineRedaction, BlobContainers, OtlpPorts, RegionalCollectorSpec, TenantExclusion,
     TenantRejection, UnknownTenantPolicy,
@@ -20,6 +16,10 @@ use crate::api::reasons::{self, Reason};
 use crate::api::tenant::{Signals, TelemetryTenantSpec, Tier};
 use crate::connection_string::ConnectionString;
 use crate::credentials::is_bcrypt_hash;
+use crate::layout::{
+    BLOB_CONNECTION_STRING_FILE, HTPASSWD_FILE, PLATFORM_CONNECTION_STRING_FILE, PLATFORM_USER,
+    tenant_connection_string_file,
+};
 use crate::validation::validate_tenant_spec;
 
 /// What the reconciler read about one tenant.

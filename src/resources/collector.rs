@@ -27,10 +27,11 @@ use super::{
     LABEL_INSTANCE, LABEL_NAME, LABEL_REGION, labels, owner_reference,
 };
 use crate::api::RegionalCollector;
-use crate::pipeline::render::hex_sha256;
-use crate::pipeline::{
-    CONFIG_DIR, CONFIG_FILE, HEALTH_PORT, METRICS_PORT, QUEUE_DIR, RenderedConfig, SECRETS_DIR,
+use crate::layout::{
+    CONFIG_DIR, CONFIG_FILE, HEALTH_PORT, METRICS_PORT, PLATFORM_USER, QUEUE_DIR, SECRETS_DIR,
 };
+use crate::pipeline::RenderedConfig;
+use crate::pipeline::render::hex_sha256;
 
 /// Keys of the platform credential Secret (same shape as a tenant's).
 pub use super::tenant::{BCRYPT_KEY, PASSWORD_KEY, USERNAME_KEY};
@@ -137,7 +138,7 @@ pub fn platform_credentials_secret(
         data: Some(BTreeMap::from([
             (
                 USERNAME_KEY.to_owned(),
-                ByteString(crate::pipeline::PLATFORM_USER.as_bytes().to_vec()),
+                ByteString(PLATFORM_USER.as_bytes().to_vec()),
             ),
             (
                 PASSWORD_KEY.to_owned(),

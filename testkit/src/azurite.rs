@@ -7,7 +7,6 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -159,7 +158,10 @@ impl Azurite {
     }
 
     async fn start_once(azurite_blob: &Path) -> Result<Azurite, AzuriteError> {
-        let port = free_port()?;
+        let port = crate::free_port().map_err(|source| AzuriteError::Io {
+            context: "cannot find a free loopback port".into(),
+            source,
+        })?;
         let endpoint = format!("http://127.0.0.1:{port}/{DEV_ACCOUNT}");
         let client = BlobClient::new(&endpoint, DEV_ACCOUNT, DEV_ACCOUNT_KEY)?;
         let log = log_path(port);
@@ -289,16 +291,6 @@ impl Drop for Azurite {
             let _ = std::fs::remove_file(&self.log);
         }
     }
-}
-
-fn free_port() -> Result<u16, AzuriteError> {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|source| AzuriteError::Io {
-            context: "cannot find a free loopback port".into(),
-            source,
-        })
 }
 
 fn log_path(port: u16) -> PathBuf {

@@ -1,23 +1,20 @@
 //! The real collector as a local process, running exactly the ConfigMap and Secret the operator
-//! wrote. Two adaptations stand in for what a pod gets from Kubernetes: the Secret's files are
-//! written to a temporary directory (the volume mount), the queue volume is a directory beside
-//! it that outlives the process (as the pod's volume outlives its container), and a second
-//! config file moves every listener to a free loopback port (a pod has its own network
-//! namespace, a process does not). [`prepare`] makes these; the `telemux-local-collector`
-//! binary uses it to run the collector outside the tests (`make demo`).
+//! wrote, in a directory laid out like its pod ([`telemux::offline`]): the Secret's files are
+//! written where its volume would be mounted, the queue volume is a directory beside them that
+//! outlives the process (as the pod's volume outlives its container), and a second config file
+//! moves every listener to a free loopback port (a pod has its own network namespace, a process
+//! does not). The `telemux-local-collector` binary prepares the same directory to run the
+//! collector outside the tests (`make demo`).
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use crate::cgroup::MemoryCgroup;
+use telemux::offline::{LoopbackPorts, PodDir, collector_command, prepare};
 
-/// Where the operator mounts the collector's Secret in its pods.
-const SECRETS_MOUNT: &str = "/etc/telemux/secrets";
-/// Where the operator mounts the collector's queue volume in its pods.
-const QUEUE_MOUNT: &str = "/var/lib/telemux/queue";
+use crate::cgroup::MemoryCgroup;
+use crate::free_port;
 
 /// How long a SIGTERM'd collector may take to flush its queues to disk and exit.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(60);
@@ -40,77 +37,14 @@ pub struct LocalCollector {
     dir: tempfile::TempDir,
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free loopback port")
-        .port()
-}
-
-/// The Azure Monitor exporter falls back to this variable; a local process must not inherit one.
-pub const CONNECTION_STRING_ENV: &str = "APPLICATIONINSIGHTS_CONNECTION_STRING";
-
-/// The loopback ports a local collector listens on instead of its pod's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LoopbackPorts {
-    pub grpc: u16,
-    pub http: u16,
-    pub health: u16,
-    pub metrics: u16,
-}
-
-impl LoopbackPorts {
-    /// Four free loopback ports.
-    pub fn free() -> Self {
-        LoopbackPorts {
-            grpc: free_port(),
-            http: free_port(),
-            health: free_port(),
-            metrics: free_port(),
-        }
-    }
-}
-
-/// Writes into `dir` what a pod gets from Kubernetes: the Secret's `files` in `dir/secrets` (the
-/// volume mount), the rendered `config` with its mount path pointing there (`config.yaml`), and
-/// `loopback.yaml`, which moves every listener to `ports` on 127.0.0.1. Returns the collector's
-/// arguments (`--config` for both files, in that order).
-pub fn prepare(
-    dir: &Path,
-    config: &str,
-    files: &BTreeMap<String, Vec<u8>>,
-    ports: LoopbackPorts,
-) -> std::io::Result<Vec<String>> {
-    let LoopbackPorts {
-        grpc,
-        http,
-        health,
-        metrics,
-    } = ports;
-    let secrets = dir.join("secrets");
-    // A new Secret replaces the old one whole, as a re-mounted Secret volume does.
-    if secrets.exists() {
-        std::fs::remove_dir_all(&secrets)?;
-    }
-    std::fs::create_dir_all(&secrets)?;
-    for (name, content) in files {
-        std::fs::write(secrets.join(name), content)?;
-    }
-    let queue = dir.join("queue");
-    let config = config
-        .replace(SECRETS_MOUNT, &secrets.to_string_lossy())
-        .replace(QUEUE_MOUNT, &queue.to_string_lossy());
-    std::fs::write(dir.join("config.yaml"), config)?;
-    let loopback = format!(
-        "receivers:\n  otlp:\n    protocols:\n      grpc:\n        endpoint: 127.0.0.1:{grpc}\n      http:\n        endpoint: 127.0.0.1:{http}\n\
-         extensions:\n  health_check:\n    endpoint: 127.0.0.1:{health}\n\
-         service:\n  telemetry:\n    metrics:\n      readers:\n        - pull:\n            exporter:\n              prometheus:\n                host: 127.0.0.1\n                port: {metrics}\n"
-    );
-    std::fs::write(dir.join("loopback.yaml"), loopback)?;
-    Ok(["config.yaml", "loopback.yaml"]
-        .iter()
-        .map(|f| format!("--config=file:{}", dir.join(f).display()))
-        .collect())
+/// Four free loopback ports.
+pub fn free_loopback_ports() -> std::io::Result<LoopbackPorts> {
+    Ok(LoopbackPorts {
+        grpc: free_port()?,
+        http: free_port()?,
+        health: free_port()?,
+        metrics: free_port()?,
+    })
 }
 
 impl LocalCollector {
@@ -145,7 +79,7 @@ impl LocalCollector {
             .prefix("telemux-collector-")
             .tempdir()
             .expect("a temporary directory");
-        let ports = LoopbackPorts::free();
+        let ports = free_loopback_ports().expect("free loopback ports");
         let args =
             prepare(dir.path(), config, files, ports).expect("writing the collector's files");
         let log = dir.path().join("collector.log");
@@ -182,7 +116,7 @@ impl LocalCollector {
 
     /// The directory standing in for the pod's queue volume.
     pub fn queue_dir(&self) -> PathBuf {
-        self.dir.path().join("queue")
+        PodDir::new(self.dir.path()).queue_dir()
     }
 
     async fn wait_healthy(&mut self) {
@@ -325,10 +259,9 @@ fn spawn(
     cgroup: Option<&MemoryCgroup>,
 ) -> tokio::process::Child {
     let out = std::fs::File::create(log).expect("creating the collector's log");
-    let mut command = tokio::process::Command::new(binary);
+    let mut command = tokio::process::Command::from(collector_command(binary));
     command
         .args(args)
-        .env_remove(CONNECTION_STRING_ENV)
         .stdout(Stdio::from(out.try_clone().expect("a log file handle")))
         .stderr(Stdio::from(out))
         .kill_on_drop(true);

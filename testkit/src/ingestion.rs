@@ -849,7 +849,14 @@ fn parse_rfc3339(s: &str) -> Option<SystemTime> {
         }
         _ => return None,
     };
-    let days = days_from_civil(year, month, day);
+    // A date that does not exist (February 30) is not that shape either.
+    let date = time::Date::from_calendar_date(
+        i32::try_from(year).ok()?,
+        time::Month::try_from(u8::try_from(month).ok()?).ok()?,
+        u8::try_from(day).ok()?,
+    )
+    .ok()?;
+    let days = (date - time::OffsetDateTime::UNIX_EPOCH.date()).whole_days();
     let secs = days * 86_400 + hour * 3600 + minute * 60 + second - offset_secs;
     let base = if secs >= 0 {
         UNIX_EPOCH.checked_add(Duration::from_secs(secs.unsigned_abs()))?
@@ -857,17 +864,6 @@ fn parse_rfc3339(s: &str) -> Option<SystemTime> {
         UNIX_EPOCH.checked_sub(Duration::from_secs(secs.unsigned_abs()))?
     };
     base.checked_add(Duration::from_nanos(nanos.unsigned_abs()))
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 #[cfg(test)]

@@ -31,7 +31,8 @@ fn service_account_groups() -> Vec<String> {
     ]
 }
 
-/// helm as the Makefile builds it (`HELM_BIN`). Under CI its absence fails.
+/// helm as the Makefile builds it (`HELM_BIN`), for tests marked `no_helm` (see build.rs):
+/// they run only when it is given (or under CI), and then its absence fails.
 pub fn helm_binary() -> PathBuf {
     let helm = std::env::var_os("HELM_BIN")
         .map(PathBuf::from)

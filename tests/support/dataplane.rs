@@ -16,27 +16,14 @@ use telemux_testkit::collector::LocalCollector;
 use telemux_testkit::ingestion::{Envelope, IngestionEmulator};
 
 use super::otlp::{Batch, Credential};
-use super::{Operator, TestNamespace, eventually, install_crds, plane_client};
+use super::{
+    Operator, TestNamespace, eventually, install_crds, names, plane_client, required_binary,
+};
 
 pub const WAIT: Duration = Duration::from_secs(120);
 pub const REGION: &str = "westeurope";
 pub const COLLECTOR: &str = "westeurope";
 pub const CONTAINERS: [&str; 3] = ["traces", "logs", "metrics"];
-
-/// A component the data-plane tests need: its path from `var`, or `None` (skipped) outside CI.
-pub fn required_binary(var: &str, make_target: &str) -> Option<PathBuf> {
-    let path = std::env::var_os(var)
-        .map(PathBuf::from)
-        .filter(|p| p.exists());
-    if path.is_none() {
-        let why = format!("{var} does not name a binary; build it with `make {make_target}`");
-        if std::env::var_os("CI").is_some() {
-            panic!("required under CI: {why}");
-        }
-        eprintln!("SKIPPED: {why}");
-    }
-    path
-}
 
 /// Instrumentation keys are GUIDs; the emulator refuses anything else, like the service.
 pub fn ikey(n: usize) -> String {
@@ -65,14 +52,12 @@ pub struct TenantDef<'a> {
 }
 
 impl Harness {
-    pub async fn start(test: &str, with_blob: bool) -> Option<Harness> {
-        let otelcol = super::require_collector_binary()?;
-        let azurite_bin = if with_blob {
-            Some(required_binary("AZURITE_BIN", "azurite")?)
-        } else {
-            None
-        };
-        let client = plane_client().await?;
+    /// Needs the plane and the collector, and Azurite `with_blob`: a test that starts one is
+    /// marked with their cfgs (see build.rs).
+    pub async fn start(test: &str, with_blob: bool) -> Harness {
+        let otelcol = super::require_collector_binary();
+        let azurite_bin = with_blob.then(|| required_binary("AZURITE_BIN", "azurite"));
+        let client = plane_client().await;
         install_crds(&client).await;
         let ns = TestNamespace::create(&client, test).await;
         let operator = Operator::start(&client, &ns.name).await;
@@ -93,14 +78,14 @@ impl Harness {
             }
             None => None,
         };
-        Some(Harness {
+        Harness {
             ns,
             operator,
             ingestion,
             azurite,
             otelcol,
             http: reqwest::Client::new(),
-        })
+        }
     }
 
     pub async fn teardown(self) {
@@ -187,17 +172,17 @@ impl Harness {
         let config = self
             .ns
             .api::<ConfigMap>()
-            .get(&format!("{COLLECTOR}-collector-config"))
+            .get(&names::config_map(COLLECTOR))
             .await
             .unwrap()
             .data
             .unwrap()
-            .remove("config.yaml")
+            .remove(telemux::layout::CONFIG_FILE)
             .unwrap();
         let files: BTreeMap<String, Vec<u8>> = self
             .ns
             .api::<Secret>()
-            .get(&format!("{COLLECTOR}-collector-secrets"))
+            .get(&names::collector_secret(COLLECTOR))
             .await
             .unwrap()
             .data
@@ -218,7 +203,7 @@ impl Harness {
     pub async fn pod_template_annotations(&self) -> BTreeMap<String, String> {
         self.ns
             .api::<StatefulSet>()
-            .get(&format!("{COLLECTOR}-collector"))
+            .get(&names::workload(COLLECTOR))
             .await
             .ok()
             .and_then(|d| d.spec?.template.metadata?.annotations)
@@ -242,8 +227,7 @@ impl Harness {
     }
 
     pub async fn tenant_credential(&self, tenant: &str) -> Credential {
-        self.credential(&format!("{tenant}-ingestion-credentials"))
-            .await
+        self.credential(&names::tenant_credentials(tenant)).await
     }
 
     /// Every envelope delivered to `tenant`'s instrumentation key, as JSON text.

@@ -13,28 +13,26 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
+use telemux::api::{RegionalCollector, TelemetryTenant};
 use tokio::sync::oneshot;
 
 pub const KUBECONFIG_ENV: &str = "TELEMUX_TEST_KUBECONFIG";
 
-/// A client for the local plane, or `None` (test skipped) when none is configured outside CI.
-/// Under CI a missing plane is a failure, never a skip.
-pub async fn plane_client() -> Option<Client> {
+/// A client for the local plane named by [`KUBECONFIG_ENV`]. A test that calls it is marked
+/// `#[cfg_attr(no_plane, ignore = ...)]` (see build.rs): it only runs when the variable is set,
+/// or under CI, and then a missing plane is a failure, never a skip.
+pub async fn plane_client() -> Client {
     let path = std::env::var(KUBECONFIG_ENV)
         .ok()
         .filter(|p| std::path::Path::new(p).exists());
     let Some(path) = path else {
-        let why = format!(
+        panic!(
             "{KUBECONFIG_ENV} does not name a kubeconfig file; start the plane with `make cluster-up`"
         );
-        if std::env::var_os("CI").is_some() {
-            panic!("the local control plane is required under CI: {why}");
-        }
-        eprintln!("SKIPPED (no local plane): {why}");
-        return None;
     };
     let kubeconfig = Kubeconfig::read_from(&path).expect("reading the plane's kubeconfig");
     let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
@@ -44,7 +42,19 @@ pub async fn plane_client() -> Option<Client> {
     if let Err(error) = client.apiserver_version().await {
         panic!("the local plane at {path} does not answer: {error}");
     }
-    Some(client)
+    client
+}
+
+/// The path a component's variable names (a binary the Makefile builds). A test that calls it
+/// is marked with the component's cfg (see build.rs): it only runs when the variable is set, or
+/// under CI, and then a missing component is a failure.
+pub fn required_binary(var: &str, make_target: &str) -> std::path::PathBuf {
+    std::env::var_os(var)
+        .map(std::path::PathBuf::from)
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| {
+            panic!("{var} does not name a binary; build it with `make {make_target}`")
+        })
 }
 
 /// Polls `check` until it returns `Some`, with backoff, failing after `timeout`.
@@ -64,6 +74,123 @@ where
         }
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(1));
+    }
+}
+
+/// The telemux resources that report conditions.
+pub trait Conditioned:
+    kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+    + Clone
+    + serde::de::DeserializeOwned
+    + std::fmt::Debug
+{
+    fn into_conditions(self) -> Vec<Condition>;
+}
+
+impl Conditioned for TelemetryTenant {
+    fn into_conditions(self) -> Vec<Condition> {
+        self.status.map(|s| s.conditions).unwrap_or_default()
+    }
+}
+
+impl Conditioned for RegionalCollector {
+    fn into_conditions(self) -> Vec<Condition> {
+        self.status.map(|s| s.conditions).unwrap_or_default()
+    }
+}
+
+/// The condition `type_` of the resource `name` as (status, reason, message), if it has one.
+pub async fn condition<K: Conditioned>(
+    api: &Api<K>,
+    name: &str,
+    type_: &str,
+) -> Option<(String, String, String)> {
+    api.get(name)
+        .await
+        .ok()?
+        .into_conditions()
+        .into_iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status, c.reason, c.message))
+}
+
+/// Waits until the resource `name` has the condition `type_` with `status` (and `reason`, when
+/// given); returns the condition's reason and message.
+pub async fn wait_condition<K: Conditioned>(
+    api: &Api<K>,
+    name: &str,
+    type_: &str,
+    status: &str,
+    reason: Option<&str>,
+    timeout: Duration,
+) -> (String, String) {
+    let kind = K::kind(&());
+    let what = match reason {
+        Some(reason) => format!("{kind} {name} {type_}={status} ({reason})"),
+        None => format!("{kind} {name} {type_}={status}"),
+    };
+    eventually(&what, timeout, || async {
+        let (s, r, message) = condition(api, name, type_).await?;
+        (s == status && reason.is_none_or(|reason| r == reason)).then_some((r, message))
+    })
+    .await
+}
+
+/// Names of the objects telemux makes for a collector or a tenant, from the operator's own
+/// name functions (which take the resource; only its name matters).
+pub mod names {
+    use telemux::api::{RegionalCollector, TelemetryTenant};
+    use telemux::resources::{collector, tenant};
+
+    fn collector_named(name: &str) -> RegionalCollector {
+        serde_json::from_value(serde_json::json!({
+            "metadata": { "name": name }, "spec": { "region": "unused" }
+        }))
+        .expect("a RegionalCollector")
+    }
+
+    fn tenant_named(name: &str) -> TelemetryTenant {
+        serde_json::from_value(serde_json::json!({
+            "metadata": { "name": name },
+            "spec": { "tenantId": name, "regions": [], "applicationInsights": { "existing": {
+                "connectionStringSecretRef": { "name": "unused", "key": "unused" } } } }
+        }))
+        .expect("a TelemetryTenant")
+    }
+
+    /// The collector's StatefulSet and Service.
+    pub fn workload(collector: &str) -> String {
+        collector::workload_name(&collector_named(collector))
+    }
+
+    pub fn config_map(collector: &str) -> String {
+        collector::config_map_name(&collector_named(collector))
+    }
+
+    pub fn collector_secret(collector: &str) -> String {
+        collector::secret_name(&collector_named(collector))
+    }
+
+    pub fn platform_credentials(collector: &str) -> String {
+        collector::platform_credentials_secret_name(&collector_named(collector))
+    }
+
+    /// The queue claim of the collector pod `ordinal`, named by the StatefulSet controller
+    /// after the claim template and the pod.
+    pub fn queue_claim(collector: &str, ordinal: u32) -> String {
+        format!(
+            "{}-{}-{ordinal}",
+            collector::QUEUE_VOLUME,
+            workload(collector)
+        )
+    }
+
+    pub fn tenant_credentials(tenant: &str) -> String {
+        tenant::credentials_secret_name(&tenant_named(tenant))
+    }
+
+    pub fn tenant_connection_string(tenant: &str) -> String {
+        tenant::connection_string_secret_name(&tenant_named(tenant))
     }
 }
 
@@ -129,13 +256,12 @@ impl TestNamespace {
 
     /// Creates a one-replica RegionalCollector for `region`.
     pub async fn create_collector(&self, name: &str, region: &str) {
-        let collector: telemux::api::RegionalCollector =
-            serde_json::from_value(serde_json::json!({
-                "apiVersion": "telemux.io/v1alpha1", "kind": "RegionalCollector",
-                "metadata": { "name": name }, "spec": { "region": region, "replicas": 1 }
-            }))
-            .unwrap();
-        self.api::<telemux::api::RegionalCollector>()
+        let collector: RegionalCollector = serde_json::from_value(serde_json::json!({
+            "apiVersion": "telemux.io/v1alpha1", "kind": "RegionalCollector",
+            "metadata": { "name": name }, "spec": { "region": region, "replicas": 1 }
+        }))
+        .unwrap();
+        self.api::<RegionalCollector>()
             .create(&PostParams::default(), &collector)
             .await
             .expect("creating a RegionalCollector");
@@ -260,17 +386,9 @@ pub fn collector_binary() -> Option<std::path::PathBuf> {
         .filter(|p| p.exists())
 }
 
-/// The collector binary, or `None` (test skipped) outside CI; under CI its absence fails.
-pub fn require_collector_binary() -> Option<std::path::PathBuf> {
-    let binary = collector_binary();
-    if binary.is_none() {
-        let why = "OTELCOL_BIN does not name the collector binary; build it with `make collector`";
-        if std::env::var_os("CI").is_some() {
-            panic!("the collector binary is required under CI: {why}");
-        }
-        eprintln!("SKIPPED (no collector binary): {why}");
-    }
-    binary
+/// The collector binary (`OTELCOL_BIN`), for tests marked `no_collector`.
+pub fn require_collector_binary() -> std::path::PathBuf {
+    required_binary("OTELCOL_BIN", "collector")
 }
 
 /// Everything the operator logs in this test binary (all levels telemux uses, and its HTTP

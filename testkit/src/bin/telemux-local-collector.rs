@@ -1,20 +1,20 @@
 //! `telemux-local-collector`: runs the real collector as a local process from the ConfigMap and
 //! Secret the operator rendered (`kubectl get configmap|secret NAME -o json`), with the same two
-//! adaptations the tests use ([`telemux_testkit::collector::prepare`]): the Secret's files are
-//! written to `DIR/secrets` (the volume mount) and every listener moves to a loopback port.
+//! adaptations the tests use ([`telemux::offline::prepare`]): the Secret's files are written to
+//! `DIR/secrets` (the volume mount) and every listener moves to a loopback port.
 //!
 //! With `--otelcol` it then replaces itself with the collector (same pid, so a pid file taken
 //! by the caller names the collector); without, it only writes the files and prints the
 //! collector's arguments, one per line.
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
 use clap::Parser;
 use serde_json::Value;
-use telemux_testkit::collector::{CONNECTION_STRING_ENV, LoopbackPorts, prepare};
+use telemux::layout::CONFIG_FILE;
+use telemux::offline::{LoopbackPorts, collector_command, is_secret_file_name, prepare};
 
 #[derive(Parser)]
 #[command(about = "Run the real collector locally from the ConfigMap and Secret telemux rendered")]
@@ -55,13 +55,22 @@ fn main() {
 fn run(args: Args) -> Result<(), String> {
     let config_map = read_json(&args.config_map)?;
     let config = config_map
-        .pointer("/data/config.yaml")
+        .get("data")
+        .and_then(|data| data.get(CONFIG_FILE))
         .and_then(Value::as_str)
-        .ok_or_else(|| format!("{}: no data.\"config.yaml\"", args.config_map.display()))?;
+        .ok_or_else(|| format!("{}: no data.\"{CONFIG_FILE}\"", args.config_map.display()))?;
     let files = secret_files(&read_json(&args.secret)?)
         .map_err(|e| format!("{}: {e}", args.secret.display()))?;
 
-    let port = |p: Option<u16>| p.map_or_else(free_port, Ok);
+    let port = |p: Option<u16>| {
+        p.map_or_else(
+            || {
+                telemux_testkit::free_port()
+                    .map_err(|e| format!("finding a free loopback port: {e}"))
+            },
+            Ok,
+        )
+    };
     let ports = LoopbackPorts {
         grpc: port(args.grpc_port)?,
         http: port(args.http_port)?,
@@ -88,18 +97,14 @@ fn run(args: Args) -> Result<(), String> {
 fn exec(otelcol: &Path, args: &[String]) -> Result<(), String> {
     use std::os::unix::process::CommandExt;
     // Only returns on failure.
-    let err = std::process::Command::new(otelcol)
-        .args(args)
-        .env_remove(CONNECTION_STRING_ENV)
-        .exec();
+    let err = collector_command(otelcol).args(args).exec();
     Err(format!("running {}: {err}", otelcol.display()))
 }
 
 #[cfg(not(unix))]
 fn exec(otelcol: &Path, args: &[String]) -> Result<(), String> {
-    let status = std::process::Command::new(otelcol)
+    let status = collector_command(otelcol)
         .args(args)
-        .env_remove(CONNECTION_STRING_ENV)
         .status()
         .map_err(|e| format!("running {}: {e}", otelcol.display()))?;
     std::process::exit(status.code().unwrap_or(1));
@@ -124,20 +129,12 @@ fn secret_files(secret: &Value) -> Result<BTreeMap<String, Vec<u8>>, String> {
             let content = base64::engine::general_purpose::STANDARD
                 .decode(encoded)
                 .map_err(|e| format!("data.{name}: {e}"))?;
-            // A key such as "../x" would escape the directory; Kubernetes refuses those too.
-            if name.is_empty() || name.contains('/') || name.starts_with("..") {
+            if !is_secret_file_name(name) {
                 return Err(format!("data.{name}: not a file name"));
             }
             Ok((name.clone(), content))
         })
         .collect()
-}
-
-fn free_port() -> Result<u16, String> {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| format!("finding a free loopback port: {e}"))
 }
 
 #[cfg(test)]
