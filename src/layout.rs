@@ -29,8 +29,9 @@ pub const METRICS_PORT: i32 = 8888;
 pub const DEFAULT_OTLP_GRPC_PORT: i32 = 4317;
 /// OTLP/HTTP port of a collector whose spec names none.
 pub const DEFAULT_OTLP_HTTP_PORT: i32 = 4318;
-/// The Azure Monitor exporter falls back to this variable when a connection string is empty;
-/// a collector run outside its pod must not inherit one, or it could deliver to the wrong place.
+/// Azure Monitor SDKs and the contrib exporter fall back to this variable when a connection
+/// string is empty; a collector run outside its pod must not inherit one from the shell, or a
+/// misconfigured exporter could deliver to the wrong place.
 pub const CONNECTION_STRING_ENV: &str = "APPLICATIONINSIGHTS_CONNECTION_STRING";
 
 /// Key of a tenant's connection string in the collector's Secret.

@@ -118,6 +118,73 @@ where
     }
 }
 
+/// Every watch telemux runs, each kind once.
+struct Watches {
+    tenants: SharedWatch<TelemetryTenant>,
+    collectors: SharedWatch<RegionalCollector>,
+    /// Secrets telemux wrote (labelled managed-by=telemux), data included.
+    managed_secrets: SharedWatch<Secret>,
+    /// Secrets named by a spec (existing connection strings, storage, platform) are the
+    /// users': their metadata is enough to notice a change, and their data is never cached.
+    user_secrets: SharedWatch<PartialObjectMeta<Secret>>,
+}
+
+impl Watches {
+    fn new() -> Self {
+        Watches {
+            tenants: SharedWatch::new(),
+            collectors: SharedWatch::new(),
+            managed_secrets: SharedWatch::new(),
+            user_secrets: SharedWatch::new(),
+        }
+    }
+
+    fn stores(&self) -> Stores {
+        Stores {
+            tenants: self.tenants.store.clone(),
+            collectors: self.collectors.store.clone(),
+            managed_secrets: self.managed_secrets.store.clone(),
+        }
+    }
+
+    /// Turns `health` to serving once every cache has its first full list, then stays pending.
+    fn report_synced(&self, health: Arc<Health>) -> impl Future<Output = ()> + use<> {
+        let caches = [
+            self.tenants.synced(),
+            self.collectors.synced(),
+            self.managed_secrets.synced(),
+            self.user_secrets.synced(),
+        ];
+        async move {
+            if futures::future::join_all(caches)
+                .await
+                .into_iter()
+                .all(|synced| synced)
+            {
+                health.set(Readiness::Serving);
+                tracing::info!("watch caches synced");
+            }
+            futures::future::pending::<()>().await
+        }
+    }
+
+    /// Drives every watch; resolves only if one ends.
+    async fn drive(self, client: Client, scope: Scope) {
+        let managed = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}=telemux"));
+        let all = watcher::Config::default();
+        let user_secrets = watcher(scope.api::<PartialObjectMeta<Secret>>(&client), all.clone())
+            .modify(|s| s.managed_fields_mut().clear());
+        futures::future::join4(
+            self.tenants.drive(watcher(scope.api(&client), all.clone())),
+            self.collectors.drive(watcher(scope.api(&client), all)),
+            self.managed_secrets
+                .drive(watcher(scope.api(&client), managed)),
+            self.user_secrets.drive(user_secrets),
+        )
+        .await;
+    }
+}
+
 /// Runs both controllers until `shutdown` resolves. `health` turns
 /// [`Readiness::Serving`] once every watch cache has its first full list.
 pub async fn run(
@@ -129,118 +196,59 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let shutdown = shutdown.shared();
-    let managed = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}=telemux"));
-    let tenants = SharedWatch::<TelemetryTenant>::new();
-    let collectors = SharedWatch::<RegionalCollector>::new();
-    let managed_secrets = SharedWatch::<Secret>::new();
-    // Secrets named by a spec (existing connection strings, storage, platform) are the users':
-    // their metadata is enough to notice a change, and their data is never cached.
-    let user_secrets = SharedWatch::<PartialObjectMeta<Secret>>::new();
-
-    metrics.observe_stores(tenants.store.clone(), collectors.store.clone());
-    let caches_synced = report_synced(
-        health.clone(),
-        [
-            tenants.synced(),
-            collectors.synced(),
-            managed_secrets.synced(),
-            user_secrets.synced(),
-        ],
+    let watches = Watches::new();
+    metrics.observe_stores(
+        watches.tenants.store.clone(),
+        watches.collectors.store.clone(),
     );
-    let ctx = Context::new(
-        client.clone(),
-        Stores {
-            tenants: tenants.store.clone(),
-            collectors: collectors.store.clone(),
-            managed_secrets: managed_secrets.store.clone(),
-        },
-        settings.clone(),
-        metrics,
-    );
-    let tenant_controller =
-        tenant_controller(&tenants, &collectors, &managed_secrets, &user_secrets)
-            .graceful_shutdown_on(shutdown.clone())
-            .run(
-                controller::tenant::reconcile,
-                controller::tenant::error_policy,
-                ctx.clone(),
-            )
-            .for_each(|result| async move {
-                if let Err(error) = result {
-                    tracing::debug!(%error, "tenant reconcile request failed");
-                }
-            });
-    let collector_controller = collector_controller(
-        &client,
-        &scope,
-        &settings,
-        &tenants,
-        &collectors,
-        &managed_secrets,
-        &user_secrets,
-    )
-    .graceful_shutdown_on(shutdown)
-    .run(
-        controller::collector::reconcile,
-        controller::collector::error_policy,
-        ctx,
-    )
-    .for_each(|result| async move {
-        if let Err(error) = result {
-            tracing::debug!(%error, "collector reconcile request failed");
-        }
-    });
-    let watches = futures::future::join4(
-        tenants.drive(watcher(scope.api(&client), watcher::Config::default())),
-        collectors.drive(watcher(scope.api(&client), watcher::Config::default())),
-        managed_secrets.drive(watcher(scope.api(&client), managed)),
-        user_secrets.drive(
-            watcher(
-                scope.api::<PartialObjectMeta<Secret>>(&client),
-                watcher::Config::default(),
-            )
-            .modify(|s| s.managed_fields_mut().clear()),
-        ),
-    );
-
+    let caches_synced = watches.report_synced(health.clone());
+    let collector = collector_controller(&client, &scope, &settings, &watches);
+    let ctx = Context::new(client.clone(), watches.stores(), settings, metrics);
+    let tenants = tenant_controller(&watches)
+        .graceful_shutdown_on(shutdown.clone())
+        .run(
+            controller::tenant::reconcile,
+            controller::tenant::error_policy,
+            ctx.clone(),
+        )
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                tracing::debug!(%error, "tenant reconcile request failed");
+            }
+        });
+    let collectors = collector
+        .graceful_shutdown_on(shutdown)
+        .run(
+            controller::collector::reconcile,
+            controller::collector::error_policy,
+            ctx,
+        )
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                tracing::debug!(%error, "collector reconcile request failed");
+            }
+        });
     tracing::info!("telemux controllers started");
     tokio::select! {
-        _ = futures::future::join(tenant_controller, collector_controller) => {},
-        _ = watches => tracing::error!("a watch ended"),
+        _ = futures::future::join(tenants, collectors) => {},
+        _ = watches.drive(client, scope) => tracing::error!("a watch ended"),
         _ = caches_synced => {},
     }
     health.set(Readiness::Stopping);
     tracing::info!("telemux controllers stopped");
 }
 
-/// Turns `health` to serving once every cache has its first full list, then stays pending.
-async fn report_synced(health: Arc<Health>, caches: [BoxFuture<'static, bool>; 4]) {
-    if futures::future::join_all(caches)
-        .await
-        .into_iter()
-        .all(|synced| synced)
-    {
-        health.set(Readiness::Serving);
-        tracing::info!("watch caches synced");
-    }
-    futures::future::pending::<()>().await
-}
-
 /// Tenants: their own changes, their Secrets, the user Secrets they name, and collectors.
-fn tenant_controller(
-    tenants: &SharedWatch<TelemetryTenant>,
-    collectors: &SharedWatch<RegionalCollector>,
-    managed_secrets: &SharedWatch<Secret>,
-    user_secrets: &SharedWatch<PartialObjectMeta<Secret>>,
-) -> Controller<TelemetryTenant> {
+fn tenant_controller(watches: &Watches) -> Controller<TelemetryTenant> {
+    let tenants = &watches.tenants;
     let (by_collector, by_secret) = (tenants.store.clone(), tenants.store.clone());
     Controller::for_shared_stream(tenants.subscribe(), tenants.store.clone())
         .with_config(ControllerConfig::default().concurrency(8))
-        .owns_shared_stream(managed_secrets.subscribe())
-        .watches_shared_stream(collectors.subscribe(), move |collector| {
+        .owns_shared_stream(watches.managed_secrets.subscribe())
+        .watches_shared_stream(watches.collectors.subscribe(), move |collector| {
             triggers::tenants_of_collector(&by_collector.state(), &collector)
         })
-        .watches_shared_stream(user_secrets.subscribe(), move |secret| {
+        .watches_shared_stream(watches.user_secrets.subscribe(), move |secret| {
             let namespace = secret.namespace();
             triggers::tenants_of_user_secret(
                 &by_secret.state(),
@@ -250,38 +258,37 @@ fn tenant_controller(
         })
 }
 
-/// Collectors: their own changes, their children, their tenants and all those Secrets.
+/// Collectors: their own changes, their children, their tenants and all those Secrets. Each
+/// burst is debounced into one reconcile.
 fn collector_controller(
     client: &Client,
     scope: &Scope,
     settings: &Settings,
-    tenants: &SharedWatch<TelemetryTenant>,
-    collectors: &SharedWatch<RegionalCollector>,
-    managed_secrets: &SharedWatch<Secret>,
-    user_secrets: &SharedWatch<PartialObjectMeta<Secret>>,
+    watches: &Watches,
 ) -> Controller<RegionalCollector> {
     let managed = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}=telemux"));
     let config = ControllerConfig::default()
         .debounce(settings.collector_debounce)
         .concurrency(4);
+    let collectors = &watches.collectors;
     let (c1, c2, c3) = (
         collectors.store.clone(),
         collectors.store.clone(),
         collectors.store.clone(),
     );
-    let t1 = tenants.store.clone();
+    let tenants = watches.tenants.store.clone();
     Controller::for_shared_stream(collectors.subscribe(), collectors.store.clone())
         .with_config(config)
         .owns(scope.api::<ConfigMap>(client), managed.clone())
         .owns(scope.api::<StatefulSet>(client), managed.clone())
         .owns(scope.api::<Service>(client), managed)
-        .watches_shared_stream(managed_secrets.subscribe(), move |secret| {
-            triggers::collectors_of_managed_secret(&c1.state(), &t1.state(), &secret)
+        .watches_shared_stream(watches.managed_secrets.subscribe(), move |secret| {
+            triggers::collectors_of_managed_secret(&c1.state(), &tenants.state(), &secret)
         })
-        .watches_shared_stream(tenants.subscribe(), move |tenant| {
+        .watches_shared_stream(watches.tenants.subscribe(), move |tenant| {
             triggers::collectors_of_tenant(&c2.state(), &tenant)
         })
-        .watches_shared_stream(user_secrets.subscribe(), move |secret| {
+        .watches_shared_stream(watches.user_secrets.subscribe(), move |secret| {
             let namespace = secret.namespace();
             triggers::collectors_of_user_secret(
                 &c3.state(),
