@@ -1,16 +1,20 @@
 //! The collector outside a pod. A [`PodDir`] is a directory that stands in for what Kubernetes
 //! gives a collector pod: `secrets/` for the Secret's volume, `queue/` for the queue volume and
-//! the configuration file beside them. The validator checks configurations in one; the test kit
-//! and benchmarks run the real collector in one, with [`prepare`].
+//! the configuration file beside them. The validator checks configurations in one, with
+//! placeholder files in place of the Secret's ([`PodDir::write_placeholder_secret_files`]); the
+//! test kit and benchmarks run the real collector in one, with [`prepare`].
 //!
 //! Outside a pod, two things differ. The mount paths of [`crate::layout`] do not exist, so a
 //! configuration rendered for the pod has them replaced by the directory's. And processes share
 //! the host's network, so [`LoopbackPorts`] moves every listener to a port of its own.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use crate::layout::{CONFIG_FILE, CONNECTION_STRING_ENV, QUEUE_DIR, SECRETS_DIR};
+use crate::layout::{
+    BLOB_CONNECTION_STRING_FILE, CONFIG_FILE, CONNECTION_STRING_ENV, HTPASSWD_FILE, QUEUE_DIR,
+    SECRETS_DIR,
+};
 
 /// Why a [`PodDir`] could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +29,38 @@ pub enum OfflineError {
 /// Whether a Secret key can be written as a file of the Secret's volume (and nowhere else).
 pub fn is_secret_file_name(name: &str) -> bool {
     !(name.is_empty() || name.contains('/') || name.starts_with(".."))
+}
+
+const PLACEHOLDER_CONNECTION_STRING: &str =
+    "InstrumentationKey=00000000-0000-0000-0000-000000000000";
+const PLACEHOLDER_STORAGE_CONNECTION_STRING: &str = "DefaultEndpointsProtocol=https;AccountName=placeholder;AccountKey=cGxhY2Vob2xkZXI=;EndpointSuffix=core.windows.net";
+
+/// What stands in for the Secret file `name` when a configuration is only checked: content the
+/// component reading it accepts, and no secret.
+pub fn placeholder_secret_file(name: &str) -> &'static str {
+    match name {
+        HTPASSWD_FILE => "",
+        BLOB_CONNECTION_STRING_FILE => PLACEHOLDER_STORAGE_CONNECTION_STRING,
+        _ => PLACEHOLDER_CONNECTION_STRING,
+    }
+}
+
+/// The Secret files a configuration rendered for the pod reads: each name that follows
+/// `SECRETS_DIR/`. A name ends at the first character no Secret file name of
+/// [`crate::layout`] holds (`}` of `${file:...}`, a quote, a line end).
+pub fn secret_files_read_by(config: &str) -> BTreeSet<String> {
+    let prefix = format!("{SECRETS_DIR}/");
+    config
+        .match_indices(&prefix)
+        .filter_map(|(at, _)| {
+            let rest = &config[at + prefix.len()..];
+            let end = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+                .unwrap_or(rest.len());
+            let name = &rest[..end];
+            (!name.is_empty()).then(|| name.to_owned())
+        })
+        .collect()
 }
 
 /// A directory laid out like a collector pod's volumes.
@@ -79,6 +115,19 @@ impl PodDir {
             std::fs::write(secrets.join(name), content)?;
         }
         Ok(())
+    }
+
+    /// Writes a placeholder ([`placeholder_secret_file`]) for each Secret file of `names`, in
+    /// place of the Secret: enough for the collector to build every component, with no secret
+    /// on the disk.
+    pub fn write_placeholder_secret_files<N: AsRef<str>>(
+        &self,
+        names: impl IntoIterator<Item = N>,
+    ) -> Result<(), OfflineError> {
+        self.write_secret_files(names.into_iter().map(|name| {
+            let placeholder = placeholder_secret_file(name.as_ref());
+            (name, placeholder)
+        }))
     }
 
     /// Writes a configuration that already names this directory's paths.
@@ -217,6 +266,78 @@ mod tests {
                 pod.queue_dir().display()
             )
         );
+    }
+
+    /// The names found in a rendered configuration are exactly the Secret's files, so the
+    /// placeholders written for a configuration read as text are those a plan would give.
+    #[test]
+    fn the_secret_files_read_by_a_rendered_config_are_the_plans() {
+        let tenant = |id: &str| {
+            serde_json::json!({
+                "name": id,
+                "spec": {
+                    "tenantId": id,
+                    "regions": ["westeurope"],
+                    "applicationInsights": { "existing": {
+                        "connectionStringSecretRef": { "name": "s", "key": "k" } } }
+                },
+                "passwordHash": "$2y$04$N9qo8uLOickgx2ZMRZoMyeIjZAgcfl7p92ldGxad68LJZdL17lhWb",
+                "connectionString": "InstrumentationKey=00000000-0000-0000-0000-000000000001"
+            })
+        };
+        let sources: CollectorSources = serde_json::from_value(serde_json::json!({
+            "spec": {
+                "region": "westeurope",
+                "platform": { "applicationInsights": {
+                    "connectionStringSecretRef": { "name": "p", "key": "k" } } },
+                "regionalStorage": { "azureBlob": {
+                    "connectionStringSecretRef": { "name": "b", "key": "k" },
+                    "containers": { "traces": "t" } } }
+            },
+            "platformPasswordHash": "$2y$04$N9qo8uLOickgx2ZMRZoMyeIjZAgcfl7p92ldGxad68LJZdL17lhWu",
+            "platformConnectionString": "InstrumentationKey=00000000-0000-0000-0000-000000000099",
+            "blobConnectionString": "DefaultEndpointsProtocol=http;AccountName=a;AccountKey=ZmFrZQ==;BlobEndpoint=http://127.0.0.1:1/a;",
+            "tenants": [tenant("acme"), tenant("globex")]
+        }))
+        .unwrap();
+        let plan = plan_collector(&sources).unwrap();
+        let rendered = render_collector_config(&plan).unwrap();
+        let read = secret_files_read_by(&rendered.yaml);
+        assert_eq!(
+            read.iter().collect::<Vec<_>>(),
+            plan.secret_files.keys().collect::<Vec<_>>()
+        );
+        assert!(read.contains(BLOB_CONNECTION_STRING_FILE), "{read:?}");
+        assert!(read.contains("tenant-globex.connection-string"), "{read:?}");
+    }
+
+    #[test]
+    fn a_secret_file_name_ends_where_the_reference_does() {
+        let config = format!(
+            "a: ${{file:{SECRETS_DIR}/tenant-a.connection-string}}\nb:\n  file: {SECRETS_DIR}/htpasswd\nc: \"{SECRETS_DIR}/x_1\"\nd: {SECRETS_DIR}/\n"
+        );
+        assert_eq!(
+            secret_files_read_by(&config)
+                .into_iter()
+                .collect::<Vec<_>>(),
+            ["htpasswd", "tenant-a.connection-string", "x_1"]
+        );
+    }
+
+    #[test]
+    fn placeholders_name_no_secret_and_suit_their_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let pod = PodDir::new(dir.path());
+        pod.write_placeholder_secret_files([
+            HTPASSWD_FILE,
+            BLOB_CONNECTION_STRING_FILE,
+            "tenant-a.connection-string",
+        ])
+        .unwrap();
+        let read = |name: &str| std::fs::read_to_string(pod.secrets_dir().join(name)).unwrap();
+        assert_eq!(read(HTPASSWD_FILE), "");
+        assert!(read(BLOB_CONNECTION_STRING_FILE).starts_with("DefaultEndpointsProtocol="));
+        assert!(read("tenant-a.connection-string").starts_with("InstrumentationKey="));
     }
 
     /// The loopback file must move listeners the renderer configures, at the paths it puts

@@ -1,15 +1,16 @@
 //! Checks a rendered collector configuration with a real collector binary (`validate`) before
 //! it is rolled out, in a [`PodDir`]. The binary sees placeholder files in place of the Secret's:
 //! it resolves `${file:...}` references and builds every component, but no secret ever touches
-//! the disk.
+//! the disk. The golden tests check their committed configurations the same way
+//! ([`CollectorBinary::validate_pod_config`]).
 
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::time::Duration;
 
-use crate::layout::{BLOB_CONNECTION_STRING_FILE, HTPASSWD_FILE, SECRETS_DIR};
-use crate::offline::{PodDir, collector_command};
+use crate::layout::SECRETS_DIR;
+use crate::offline::{OfflineError, PodDir, collector_command, secret_files_read_by};
 use crate::pipeline::CollectorPlan;
 use crate::pipeline::render::render_with_secrets_dir;
 
@@ -39,52 +40,66 @@ pub struct CollectorBinary {
     pub timeout: Duration,
 }
 
-const PLACEHOLDER_CONNECTION_STRING: &str =
-    "InstrumentationKey=00000000-0000-0000-0000-000000000000";
-const PLACEHOLDER_STORAGE_CONNECTION_STRING: &str = "DefaultEndpointsProtocol=https;AccountName=placeholder;AccountKey=cGxhY2Vob2xkZXI=;EndpointSuffix=core.windows.net";
 /// Longest collector message kept in a condition.
 const MAX_MESSAGE: usize = 1000;
 
 impl CollectorBinary {
     async fn check(&self, plan: &CollectorPlan) -> Verdict {
-        let dir = match tempfile::Builder::new()
-            .prefix("telemux-validate-")
-            .tempdir()
-        {
+        let dir = match check_dir() {
             Ok(dir) => dir,
-            Err(e) => {
-                return Verdict::Unchecked(format!("cannot create a temporary directory: {e}"));
-            }
+            Err(verdict) => return verdict,
         };
         let pod = PodDir::new(dir.path());
-        let secrets = pod.secrets_dir();
-        let config_path = pod.config_file();
-        let placeholders: Vec<(String, &str)> = plan
-            .secret_files
-            .keys()
-            .map(|name| {
-                let placeholder = match name.as_str() {
-                    HTPASSWD_FILE => "",
-                    BLOB_CONNECTION_STRING_FILE => PLACEHOLDER_STORAGE_CONNECTION_STRING,
-                    _ => PLACEHOLDER_CONNECTION_STRING,
-                };
-                (name.clone(), placeholder)
-            })
-            .collect();
-        let written = match render_with_secrets_dir(plan, &secrets.to_string_lossy()) {
-            // Blocking file writes, off the reconcilers' threads.
-            Ok(rendered) => tokio::task::spawn_blocking(move || {
-                pod.write_secret_files(placeholders)?;
-                pod.write_config(&rendered.yaml).map(drop)
-            })
-            .await
-            .map_err(|e| e.to_string())
-            .and_then(|written| written.map_err(|e| e.to_string())),
-            Err(e) => Err(e.to_string()),
-        };
-        if let Err(e) = written {
-            return Verdict::Unchecked(format!("cannot write the configuration to check: {e}"));
+        let names: Vec<String> = plan.secret_files.keys().cloned().collect();
+        match render_with_secrets_dir(plan, &pod.secrets_dir().to_string_lossy()) {
+            Ok(rendered) => {
+                self.check_in(pod, names, move |pod| pod.write_config(&rendered.yaml))
+                    .await
+            }
+            Err(e) => unwritten(e),
         }
+    }
+
+    /// Checks a configuration rendered for the pod (a ConfigMap's, a golden file), its mount
+    /// paths replaced by a temporary [`PodDir`]'s and a placeholder for each Secret file it
+    /// reads.
+    pub async fn validate_pod_config(&self, config: &str) -> Verdict {
+        let dir = match check_dir() {
+            Ok(dir) => dir,
+            Err(verdict) => return verdict,
+        };
+        let names = secret_files_read_by(config);
+        let config = config.to_owned();
+        self.check_in(PodDir::new(dir.path()), names, move |pod| {
+            pod.write_pod_config(&config)
+        })
+        .await
+    }
+
+    /// Writes placeholders for the Secret files `names` and, with `write_config`, the
+    /// configuration into `pod`, then runs `validate` on it.
+    async fn check_in<N>(
+        &self,
+        pod: PodDir,
+        names: impl IntoIterator<Item = N> + Send + 'static,
+        write_config: impl FnOnce(&PodDir) -> Result<PathBuf, OfflineError> + Send + 'static,
+    ) -> Verdict
+    where
+        N: AsRef<str>,
+    {
+        let secrets = pod.secrets_dir();
+        // Blocking file writes, off the reconcilers' threads.
+        let written = tokio::task::spawn_blocking(move || {
+            pod.write_placeholder_secret_files(names)?;
+            write_config(&pod)
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|written| written.map_err(|e| e.to_string()));
+        let config_path = match written {
+            Ok(path) => path,
+            Err(e) => return unwritten(e),
+        };
         let run = tokio::process::Command::from(collector_command(&self.path))
             .arg("validate")
             .arg(format!("--config={}", config_path.display()))
@@ -105,6 +120,18 @@ impl CollectorBinary {
             }
         }
     }
+}
+
+/// The temporary directory a configuration is checked in, removed when dropped.
+fn check_dir() -> Result<tempfile::TempDir, Verdict> {
+    tempfile::Builder::new()
+        .prefix("telemux-validate-")
+        .tempdir()
+        .map_err(|e| Verdict::Unchecked(format!("cannot create a temporary directory: {e}")))
+}
+
+fn unwritten(e: impl std::fmt::Display) -> Verdict {
+    Verdict::Unchecked(format!("cannot write the configuration to check: {e}"))
 }
 
 impl ConfigValidator for CollectorBinary {
