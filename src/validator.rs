@@ -149,14 +149,26 @@ impl ConfigValidator for CollectorBinary {
 
 /// The collector's error, without its log noise or our temporary paths.
 fn collector_error(output: &str, secrets_dir: &str) -> String {
-    let line = output
+    let lines: Vec<&str> = output
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty())
-        .find_map(|l| l.strip_prefix("Error:"))
-        .map(str::trim)
-        .unwrap_or_else(|| output.trim());
-    let mut message = line.replace(secrets_dir, SECRETS_DIR);
+        .collect();
+    let error = match lines.iter().position(|l| l.starts_with("Error:")) {
+        // A decoding error goes on over several lines and names the offending key last; a log
+        // line after it is not part of it.
+        Some(at) => std::iter::once(lines[at].trim_start_matches("Error:").trim())
+            .chain(
+                lines[at + 1..]
+                    .iter()
+                    .copied()
+                    .take_while(|l| !is_log_line(l)),
+            )
+            .collect::<Vec<_>>()
+            .join(" "),
+        None => output.trim().to_owned(),
+    };
+    let mut message = error.replace(secrets_dir, SECRETS_DIR);
     if message.len() > MAX_MESSAGE {
         let mut cut = MAX_MESSAGE;
         while !message.is_char_boundary(cut) {
@@ -166,6 +178,13 @@ fn collector_error(output: &str, secrets_dir: &str) -> String {
         message.push('…');
     }
     message
+}
+
+/// Whether `line` starts with a timestamp, as the collector's log lines do (`2006/01/02 ...`
+/// from Go's log, `2006-01-02T...` from its own logger).
+fn is_log_line(line: &str) -> bool {
+    let bytes = line.as_bytes();
+    bytes.len() > 4 && bytes[..4].iter().all(u8::is_ascii_digit) && matches!(bytes[4], b'/' | b'-')
 }
 
 #[cfg(test)]
@@ -178,6 +197,16 @@ mod tests {
         assert_eq!(
             collector_error(output, "/tmp/x"),
             "failed to build pipelines: error parsing regexp: `\\p{Emoji}`"
+        );
+    }
+
+    /// The collector's answer to an unknown key, as `validate` prints it.
+    #[test]
+    fn keeps_the_lines_an_error_goes_on_over() {
+        let output = "Error: failed to get config: cannot unmarshal the configuration: decoding failed due to the following error(s):\n\n'extensions' error reading configuration for \"health_check\": decoding failed due to the following error(s):\n\n'' decoding failed due to the following error(s):\n\n'healthcheck.Config' has invalid keys: no_such_key\n2026/11/22 12:00:00 collector server run finished with error\n";
+        assert_eq!(
+            collector_error(output, "/tmp/x"),
+            "failed to get config: cannot unmarshal the configuration: decoding failed due to the following error(s): 'extensions' error reading configuration for \"health_check\": decoding failed due to the following error(s): '' decoding failed due to the following error(s): 'healthcheck.Config' has invalid keys: no_such_key"
         );
     }
 
