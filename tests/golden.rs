@@ -2,10 +2,15 @@
 //! collector and its tenants as the reconciler reads them; the plan and the rendered config are
 //! compared byte for byte with `<case>.plan.yaml` and `<case>.config.yaml`.
 //! `UPDATE_GOLDEN=1 cargo test --test golden` rewrites them; review the diff before committing.
+//! The real collector checks every committed `<case>.config.yaml` (`make collector-validate-golden`).
+
+mod support;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use telemux::pipeline::{CollectorSources, plan_collector, render_collector_config};
+use telemux::validator::{CollectorBinary, ConfigValidator, Verdict};
 
 fn golden_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
@@ -120,4 +125,51 @@ fn tenant_order_does_not_change_the_output() {
     sources.tenants.reverse();
     let backward = render_collector_config(&plan_collector(&sources).unwrap()).unwrap();
     assert_eq!(forward, backward);
+}
+
+/// Every committed `<case>.config.yaml` passes the real collector's `validate`, as the operator
+/// checks a configuration before it rolls it out: mount paths moved into a temporary directory,
+/// placeholders for the Secret files it reads. The files themselves are checked, so a golden
+/// file the collector would refuse cannot be committed (the tests above only compare it with
+/// the renderer's output).
+#[tokio::test]
+#[cfg_attr(
+    no_collector,
+    ignore = "needs the collector: OTELCOL_BIN (make collector)"
+)]
+async fn committed_configs_pass_the_collectors_validate() {
+    let collector = CollectorBinary {
+        path: support::require_collector_binary(),
+        // Generous: the machines these run on are shared; the operator allows 30 s.
+        timeout: Duration::from_secs(120),
+    };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(golden_dir())
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.to_string_lossy().ends_with(".config.yaml"))
+        .collect();
+    files.sort();
+    assert!(
+        !files.is_empty(),
+        "no *.config.yaml in {}",
+        golden_dir().display()
+    );
+    let mut failed = Vec::new();
+    for path in &files {
+        let config = std::fs::read_to_string(path).unwrap();
+        let name = path.file_name().unwrap().to_string_lossy();
+        match collector.validate_pod_config(&config).await {
+            Verdict::Valid => {}
+            Verdict::Rejected(message) => failed.push(format!("{name}: {message}")),
+            Verdict::Unchecked(message) => failed.push(format!("{name}: not checked: {message}")),
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of {} golden configs fail `{}`:\n{}",
+        failed.len(),
+        files.len(),
+        collector.describe(),
+        failed.join("\n")
+    );
 }
