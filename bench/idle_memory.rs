@@ -3,9 +3,9 @@
 //!
 //! For 1, 100 and 500 tenants and each exporter variant (`support::Exporter`): render the
 //! collector configuration telemux would roll out, start the real collector on it as a local
-//! process (set up by `telemux::offline::prepare`, as `LocalCollector` does, but started here so
-//! that its pid is known), wait until it is healthy, leave it idle, then read its resident set
-//! size (VmRSS in /proc/<pid>/status) and count the files it holds open in its queue directory.
+//! process (testkit's `LocalCollector`), wait until it is healthy, leave it idle, then read its
+//! resident set size (VmRSS in /proc/<pid>/status) and count the files it holds open in its
+//! queue directory.
 //! The cost of one tenant is (RSS − RSS at 1 tenant) / (tenants − 1). Each configuration runs
 //! twice, the second round in the opposite order.
 //!
@@ -15,12 +15,10 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use support::{Exporter, binary, render};
-use telemux::offline::{PodDir, collector_command, prepare};
-use telemux_testkit::collector::free_loopback_ports;
+use telemux_testkit::collector::LocalCollector;
 use telemux_testkit::ingestion::IngestionEmulator;
 
 /// How long the collector sits idle after it reports healthy, before its RSS is read.
@@ -69,50 +67,12 @@ fn bytes_under(dir: &Path) -> u64 {
 }
 
 async fn idle(otelcol: &Path, config: &str, files: &BTreeMap<String, Vec<u8>>) -> Idle {
-    let dir = tempfile::Builder::new()
-        .prefix("telemux-bench-memory-")
-        .tempdir()
-        .expect("a temporary directory");
-    let ports = free_loopback_ports().expect("free loopback ports");
-    let args = prepare(dir.path(), config, files, ports).expect("the collector's files");
-    let log = dir.path().join("collector.log");
-    let out = std::fs::File::create(&log).expect("the collector's log");
     let started = Instant::now();
-    let mut child = tokio::process::Command::from(collector_command(otelcol))
-        .args(&args)
-        .stdout(Stdio::from(out.try_clone().expect("a log handle")))
-        .stderr(Stdio::from(out))
-        .kill_on_drop(true)
-        .spawn()
-        .expect("starting the collector");
-    let pid = child.id().expect("the collector's pid");
-    let health = format!("http://127.0.0.1:{}/", ports.health);
-    let client = reqwest::Client::new();
-    loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!(
-                "the collector exited ({status}):\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-        }
-        if client
-            .get(&health)
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(300),
-            "the collector never became healthy:\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let collector = LocalCollector::start(otelcol, config, files).await;
     let startup = started.elapsed();
     tokio::time::sleep(IDLE).await;
-    let queue = PodDir::new(dir.path()).queue_dir();
+    let pid = collector.pid().expect("the collector's pid");
+    let queue = collector.queue_dir();
     let measured = Idle {
         startup,
         rss_kib: status_kib(pid, "VmRSS"),
@@ -121,8 +81,7 @@ async fn idle(otelcol: &Path, config: &str, files: &BTreeMap<String, Vec<u8>>) -
         queue_files_open: open_files_under(pid, &queue),
         queue_bytes: bytes_under(&queue),
     };
-    let _ = child.start_kill();
-    let _ = child.wait().await;
+    collector.stop().await;
     measured
 }
 
