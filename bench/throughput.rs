@@ -28,7 +28,6 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use support::{Exporter, binary, ikey, render, tenant_id};
-use telemux::offline::PodDir;
 use telemux_testkit::collector::LocalCollector;
 use telemux_testkit::ingestion::IngestionEmulator;
 
@@ -109,25 +108,6 @@ fn written(pid: u32) -> Io {
         bytes: field("wchar"),
         calls: field("syscw"),
     }
-}
-
-/// The pid of `collector`, found by the unique temporary directory of its `--config` files
-/// (LocalCollector does not expose its child).
-fn collector_pid(collector: &LocalCollector) -> u32 {
-    let queue = collector.queue_dir();
-    let config = PodDir::new(queue.parent().expect("the queue dir has a parent")).config_file();
-    let needle = format!("--config=file:{}", config.display());
-    std::fs::read_dir("/proc")
-        .expect("/proc")
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .find(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
-                cmdline
-                    .split(|b| *b == 0)
-                    .any(|arg| arg == needle.as_bytes())
-            })
-        })
-        .expect("the collector's process")
 }
 
 /// utime + stime of `pid`, all threads, in seconds.
@@ -287,7 +267,7 @@ async fn main() {
                 });
                 let config = exporter.config(&rendered);
                 let collector = LocalCollector::start(&otelcol, &config, &files).await;
-                let pid = collector_pid(&collector);
+                let pid = collector.pid().expect("the collector's pid");
                 for &(tenant, sender) in senders {
                     let m = measure(
                         &collector,
