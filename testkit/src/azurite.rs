@@ -360,6 +360,9 @@ impl BlobClient {
             .map_err(|e| AzuriteError::Config(format!("account key is not base64: {e}")))?;
         let http = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
+            // Azurite (Node) closes a connection idle for 5 s; reusing one it is closing fails
+            // the request with an incomplete message. Idle connections go well before that.
+            .pool_idle_timeout(Duration::from_secs(2))
             .build()
             .map_err(|source| AzuriteError::Http {
                 method: Method::GET,
