@@ -241,17 +241,22 @@ fn expected_cluster_rules() -> Vec<PolicyRule> {
         rule(
             "",
             &["secrets"],
-            &["get", "list", "watch", "create", "patch"],
+            &["get", "list", "watch", "create", "patch", "delete"],
         ),
         rule(
             "",
             &["configmaps", "services"],
-            &["list", "watch", "patch", "create"],
+            &["list", "watch", "patch", "create", "delete"],
         ),
         rule(
             "apps",
             &["statefulsets"],
-            &["get", "list", "watch", "patch", "create"],
+            &["list", "watch", "patch", "create", "delete"],
+        ),
+        rule(
+            "policy",
+            &["poddisruptionbudgets"],
+            &["patch", "create", "delete"],
         ),
         rule("events.k8s.io", &["events"], &["create", "patch"]),
     ]

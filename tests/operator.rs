@@ -444,6 +444,11 @@ async fn a_collector_routes_exactly_its_tenants_and_keeps_secrets_out_of_sight()
         if secret.name_any().ends_with("-ingestion-credentials")
             || secret.name_any().ends_with("-ai-source")
         {
+            // Where to send is no secret: the status publishes the same endpoints.
+            let mut secret = secret;
+            if let Some(data) = secret.data.as_mut() {
+                data.retain(|key, _| !key.starts_with("endpoint."));
+            }
             secrets.extend(secret_strings(&secret).into_iter().filter(|s| s.len() > 16));
         }
     }
@@ -1184,5 +1189,191 @@ async fn a_collector_too_small_for_its_queues_is_rolled_out_with_a_warning() {
     })
     .await;
     assert!(note.contains("resources.limits.memory"), "{note}");
+    env.teardown().await;
+}
+
+impl Env {
+    async fn sharded_collector(&self, name: &str, max_per_shard: u32) {
+        let collector: RegionalCollector = serde_json::from_value(json!({
+            "apiVersion": "telemux.io/v1alpha1", "kind": "RegionalCollector",
+            "metadata": { "name": name },
+            "spec": { "region": "westeurope", "replicas": 1,
+                      "sharding": { "maxTenantsPerShard": max_per_shard } }
+        }))
+        .unwrap();
+        self.ns
+            .api::<RegionalCollector>()
+            .create(&PostParams::default(), &collector)
+            .await
+            .unwrap();
+    }
+
+    /// Each tenant's shard, from its status, once every tenant in `tenants` has one and the
+    /// collector lists `shards` shards.
+    async fn wait_assignments(
+        &self,
+        collector: &str,
+        tenants: &[String],
+        shards: usize,
+    ) -> BTreeMap<String, u32> {
+        eventually(
+            &format!("{tenants:?} assigned over {shards} shards"),
+            WAIT,
+            || async {
+                let status = self
+                    .ns
+                    .api::<RegionalCollector>()
+                    .get(collector)
+                    .await
+                    .ok()?
+                    .status?;
+                if status.shards.len() != shards {
+                    return None;
+                }
+                let mut assigned = BTreeMap::new();
+                for tenant in tenants {
+                    let t = self.ns.api::<TelemetryTenant>().get(tenant).await.ok()?;
+                    let endpoint = t
+                        .status?
+                        .endpoints
+                        .into_iter()
+                        .find(|e| e.collector == collector)?;
+                    assigned.insert(tenant.clone(), endpoint.shard);
+                }
+                Some(assigned)
+            },
+        )
+        .await
+    }
+
+    /// The config hash each shard's pods run, by shard.
+    async fn shard_config_hashes(&self, collector: &str) -> BTreeMap<u32, String> {
+        let list = self
+            .ns
+            .api::<StatefulSet>()
+            .list(&ListParams::default().labels(&format!("telemux.io/collector={collector}")))
+            .await
+            .unwrap();
+        list.items
+            .into_iter()
+            .map(|s| {
+                let shard = s.labels()["telemux.io/shard"].parse().unwrap();
+                let template = s.spec.unwrap().template.metadata.unwrap();
+                (
+                    shard,
+                    template.annotations.unwrap()["telemux.io/config-hash"].clone(),
+                )
+            })
+            .collect()
+    }
+}
+
+#[tokio::test]
+#[cfg_attr(
+    any(no_plane, no_helm),
+    ignore = "needs the local plane and helm: TELEMUX_TEST_KUBECONFIG, HELM_BIN (make cluster-up helm)"
+)]
+async fn shards_keep_their_tenants_for_life_and_roll_alone() {
+    let env = setup("shards").await;
+    env.sharded_collector("eu", 3).await;
+    let names_of = |range: std::ops::RangeInclusive<u32>| -> Vec<String> {
+        range.map(|i| format!("t{i}")).collect()
+    };
+    for (i, tenant) in names_of(1..=6).iter().enumerate() {
+        env.tenant(tenant, i as u32 + 1, &["westeurope"], json!({}))
+            .await;
+    }
+    let first = env.wait_assignments("eu", &names_of(1..=6), 2).await;
+    // Every tenant's Secret names the Service of its own shard, and that Service exists.
+    for (tenant, shard) in &first {
+        let secret = env
+            .ns
+            .api::<Secret>()
+            .get(&format!("{tenant}-ingestion-credentials"))
+            .await
+            .unwrap();
+        let grpc =
+            String::from_utf8(secret.data.unwrap()["endpoint.westeurope.grpc"].0.clone()).unwrap();
+        let service = names::shard_workload("eu", *shard);
+        assert_eq!(grpc, format!("{service}.{}.svc:4317", env.ns.name));
+        env.ns.api::<Service>().get(&service).await.unwrap();
+        env.ns
+            .api::<k8s_openapi::api::policy::v1::PodDisruptionBudget>()
+            .get(&service)
+            .await
+            .unwrap();
+    }
+
+    // Three more fill a new shard; no one moves.
+    for (i, tenant) in names_of(7..=9).iter().enumerate() {
+        env.tenant(tenant, i as u32 + 7, &["westeurope"], json!({}))
+            .await;
+    }
+    let grown = env.wait_assignments("eu", &names_of(1..=9), 3).await;
+    for (tenant, shard) in &first {
+        assert_eq!(
+            grown[tenant], *shard,
+            "{tenant} moved when tenants were added"
+        );
+    }
+    let new_shards: BTreeSet<u32> = names_of(7..=9).iter().map(|t| grown[t]).collect();
+    assert_eq!(new_shards.len(), 1, "the newcomers share the new shard");
+    env.wait_settled("eu").await;
+
+    // A change to one tenant rolls only its shard.
+    let before = env.shard_config_hashes("eu").await;
+    let patch = json!({ "spec": { "redaction": { "blockedValues": ["CUST-[0-9]{6}"] } } });
+    env.ns
+        .api::<TelemetryTenant>()
+        .patch("t1", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let changed = grown["t1"];
+    let after = eventually("t1's shard to roll", WAIT, || async {
+        let now = env.shard_config_hashes("eu").await;
+        (now[&changed] != before[&changed]).then_some(now)
+    })
+    .await;
+    for (shard, hash) in &before {
+        if *shard != changed {
+            assert_eq!(&after[shard], hash, "shard {shard} rolled for t1's change");
+        }
+    }
+
+    // Deleting one shard's tenants removes that shard and moves no one.
+    let emptied = grown["t7"];
+    for tenant in names_of(7..=9) {
+        env.ns
+            .api::<TelemetryTenant>()
+            .delete(&tenant, &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+    let shrunk = env.wait_assignments("eu", &names_of(1..=6), 2).await;
+    assert_eq!(shrunk, first, "deleting tenants moved others");
+    eventually("the emptied shard's StatefulSet to go", WAIT, || async {
+        let gone = env
+            .ns
+            .api::<StatefulSet>()
+            .get_opt(&names::shard_workload("eu", emptied))
+            .await
+            .ok()?
+            .is_none();
+        gone.then_some(())
+    })
+    .await;
+
+    // A new operator (a restart, no memory) keeps every assignment.
+    let Env { ns, operator } = env;
+    operator.stop().await;
+    let operator = Operator::start(&plane_client().await, &ns.name).await;
+    let env = Env { ns, operator };
+    env.tenant("t10", 10, &["westeurope"], json!({})).await;
+    let mut everyone = names_of(1..=6);
+    everyone.push("t10".into());
+    let restarted = env.wait_assignments("eu", &everyone, 3).await;
+    for (tenant, shard) in &first {
+        assert_eq!(restarted[tenant], *shard, "{tenant} moved across a restart");
+    }
     env.teardown().await;
 }

@@ -280,4 +280,23 @@ pub struct TelemetryTenantStatus {
     /// RegionalCollectors that currently route this tenant.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub collectors: Vec<String>,
+    /// Where the tenant's apps send, per region: the Service of its shard of each collector
+    /// that selects it. The credentials Secret carries the same as `endpoint.<region>.grpc`
+    /// and `endpoint.<region>.http`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub endpoints: Vec<TenantEndpoint>,
+}
+
+/// The tenant's shard of one collector, and its addresses.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantEndpoint {
+    pub region: String,
+    pub collector: String,
+    /// The shard of the collector that serves the tenant, for life.
+    pub shard: u32,
+    /// OTLP/gRPC address (`host:port`).
+    pub grpc: String,
+    /// OTLP/HTTP base URL.
+    pub http: String,
 }

@@ -33,6 +33,8 @@ pub struct Context {
     pub rollouts: Rollouts,
     /// Provisioned components verified in Azure recently.
     pub verified_components: VerifiedComponents,
+    /// Shard assignments this process recorded, until the Secret cache shows them.
+    pub shard_records: ShardRecords,
 }
 
 /// Tunables of the controllers.
@@ -106,6 +108,7 @@ impl Context {
             validator,
             rollouts: Rollouts::default(),
             verified_components: VerifiedComponents::default(),
+            shard_records: ShardRecords::default(),
         })
     }
 
@@ -155,5 +158,47 @@ impl VerifiedComponents {
 
     pub fn forget(&self, key: &str) {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+    }
+}
+
+/// Shard assignments this process recorded on tenants' Secrets. The Secret cache may not show
+/// an annotation just written, and assigning that tenant again could move it: what was
+/// recorded here fills in what the cache does not show yet.
+#[derive(Default)]
+pub struct ShardRecords(Mutex<HashMap<(String, String, String), u32>>);
+
+impl ShardRecords {
+    fn key(collector: &RegionalCollector, tenant: &str) -> (String, String, String) {
+        use kube::ResourceExt;
+        (
+            collector.namespace().unwrap_or_default(),
+            collector.name_any(),
+            tenant.to_owned(),
+        )
+    }
+
+    pub fn note(&self, collector: &RegionalCollector, tenant: &str, shard: u32) {
+        let mut records = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        records.insert(Self::key(collector, tenant), shard);
+    }
+
+    /// Adds to `recorded` (tenant → shard, from the cache) what this process recorded and the
+    /// cache does not show yet.
+    pub fn fill(
+        &self,
+        collector: &RegionalCollector,
+        recorded: &mut std::collections::BTreeMap<String, u32>,
+    ) {
+        use kube::ResourceExt;
+        let (namespace, name) = (
+            collector.namespace().unwrap_or_default(),
+            collector.name_any(),
+        );
+        let records = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        for ((ns, c, tenant), shard) in records.iter() {
+            if ns == &namespace && c == &name {
+                recorded.entry(tenant.clone()).or_insert(*shard);
+            }
+        }
     }
 }

@@ -7,6 +7,7 @@ pub mod delivery;
 pub mod plan;
 pub mod render;
 pub mod selection;
+pub mod shards;
 
 pub use plan::{
     CollectorPlan, CollectorSources, TenantSource, Vetoes, plan_collector,

@@ -17,6 +17,7 @@ use k8s_openapi::api::core::v1::{
     Probe, ResourceRequirements, SeccompProfile, Secret, SecretVolumeSource, SecurityContext,
     Service, ServicePort, ServiceSpec, Volume, VolumeMount, VolumeResourceRequirements,
 };
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -24,7 +25,7 @@ use kube::ResourceExt;
 
 use super::{
     ANNOTATION_CONFIG_HASH, ANNOTATION_SECRET_HASH, LABEL_COLLECTOR, LABEL_COMPONENT,
-    LABEL_INSTANCE, LABEL_NAME, LABEL_REGION, labels, owner_reference,
+    LABEL_INSTANCE, LABEL_NAME, LABEL_REGION, LABEL_SHARD, labels, owner_reference,
 };
 use crate::api::RegionalCollector;
 use crate::layout::{
@@ -42,41 +43,79 @@ pub const QUEUE_VOLUME: &str = "queue";
 /// User id the collector runs as (telemux's collector image, like the upstream ones).
 const COLLECTOR_UID: i64 = 10001;
 
-pub fn workload_name(collector: &RegionalCollector) -> String {
-    format!("{}-collector", collector.name_any())
+/// A shard's index: shard 0 keeps the names an unsharded collector had, so its tenants'
+/// endpoint (the Service) never changes; shard `n` adds `-n`.
+pub type ShardIndex = crate::pipeline::shards::ShardIndex;
+
+fn shard_suffix(shard: ShardIndex) -> String {
+    if shard == 0 {
+        String::new()
+    } else {
+        format!("-{shard}")
+    }
 }
 
-pub fn config_map_name(collector: &RegionalCollector) -> String {
-    format!("{}-collector-config", collector.name_any())
+/// The shard's StatefulSet, and its Service (the tenants' endpoint).
+pub fn workload_name(collector: &RegionalCollector, shard: ShardIndex) -> String {
+    format!("{}-collector{}", collector.name_any(), shard_suffix(shard))
 }
 
-pub fn secret_name(collector: &RegionalCollector) -> String {
-    format!("{}-collector-secrets", collector.name_any())
+pub fn config_map_name(collector: &RegionalCollector, shard: ShardIndex) -> String {
+    format!("{}-config", workload_name(collector, shard))
+}
+
+pub fn secret_name(collector: &RegionalCollector, shard: ShardIndex) -> String {
+    format!("{}-secrets", workload_name(collector, shard))
 }
 
 pub fn platform_credentials_secret_name(collector: &RegionalCollector) -> String {
     format!("{}-platform-credentials", collector.name_any())
 }
 
-fn selector_labels(collector: &RegionalCollector) -> BTreeMap<String, String> {
+/// The in-cluster address of a shard's Service.
+pub fn service_host(collector: &RegionalCollector, shard: ShardIndex) -> String {
+    format!(
+        "{}.{}.svc",
+        workload_name(collector, shard),
+        collector.namespace().unwrap_or_default()
+    )
+}
+
+fn selector_labels(collector: &RegionalCollector, shard: ShardIndex) -> BTreeMap<String, String> {
     BTreeMap::from([
         (LABEL_NAME.to_owned(), "telemux-collector".to_owned()),
         (LABEL_INSTANCE.to_owned(), collector.name_any()),
+        (LABEL_SHARD.to_owned(), shard.to_string()),
     ])
 }
 
-fn meta(collector: &RegionalCollector, name: String, component: &str) -> ObjectMeta {
+/// The shard a child object of a collector belongs to, from its label.
+pub fn shard_of(labels: &BTreeMap<String, String>) -> Option<ShardIndex> {
+    labels.get(LABEL_SHARD)?.parse().ok()
+}
+
+fn meta(
+    collector: &RegionalCollector,
+    shard: Option<ShardIndex>,
+    name: String,
+    component: &str,
+) -> ObjectMeta {
     let name_label = collector.name_any();
+    let shard_label = shard.map(|s| s.to_string());
+    let mut pairs = vec![
+        (LABEL_NAME, "telemux-collector"),
+        (LABEL_INSTANCE, name_label.as_str()),
+        (LABEL_COMPONENT, component),
+        (LABEL_COLLECTOR, name_label.as_str()),
+        (LABEL_REGION, collector.spec.region.as_str()),
+    ];
+    if let Some(shard) = &shard_label {
+        pairs.push((LABEL_SHARD, shard.as_str()));
+    }
     ObjectMeta {
         name: Some(name),
         namespace: collector.namespace(),
-        labels: Some(labels(&[
-            (LABEL_NAME, "telemux-collector"),
-            (LABEL_INSTANCE, &name_label),
-            (LABEL_COMPONENT, component),
-            (LABEL_COLLECTOR, &name_label),
-            (LABEL_REGION, &collector.spec.region),
-        ])),
+        labels: Some(labels(&pairs)),
         owner_references: owner_reference(collector).map(|o| vec![o]),
         ..ObjectMeta::default()
     }
@@ -84,9 +123,14 @@ fn meta(collector: &RegionalCollector, name: String, component: &str) -> ObjectM
 
 /// The collector configuration: no secret material, only `${file:...}` references to the
 /// mounted Secret.
-pub fn config_map(collector: &RegionalCollector, rendered: &RenderedConfig) -> ConfigMap {
+pub fn config_map(
+    collector: &RegionalCollector,
+    shard: ShardIndex,
+    rendered: &RenderedConfig,
+) -> ConfigMap {
+    let name = config_map_name(collector, shard);
     ConfigMap {
-        metadata: meta(collector, config_map_name(collector), "collector-config"),
+        metadata: meta(collector, Some(shard), name, "collector-config"),
         data: Some(BTreeMap::from([(
             CONFIG_FILE.to_owned(),
             rendered.yaml.clone(),
@@ -96,9 +140,18 @@ pub fn config_map(collector: &RegionalCollector, rendered: &RenderedConfig) -> C
 }
 
 /// htpasswd and connection strings, mounted as files.
-pub fn secret(collector: &RegionalCollector, files: &BTreeMap<String, String>) -> Secret {
+pub fn secret(
+    collector: &RegionalCollector,
+    shard: ShardIndex,
+    files: &BTreeMap<String, String>,
+) -> Secret {
     Secret {
-        metadata: meta(collector, secret_name(collector), "collector-secrets"),
+        metadata: meta(
+            collector,
+            Some(shard),
+            secret_name(collector, shard),
+            "collector-secrets",
+        ),
         type_: Some("Opaque".into()),
         data: Some(
             files
@@ -131,6 +184,7 @@ pub fn platform_credentials_secret(
     Secret {
         metadata: meta(
             collector,
+            None,
             platform_credentials_secret_name(collector),
             "platform-credentials",
         ),
@@ -182,6 +236,7 @@ fn tcp_port(name: &str, port: i32) -> ContainerPort {
 /// `--collector-image`, by default [`crate::api::collector::DEFAULT_COLLECTOR_IMAGE`]).
 pub fn stateful_set(
     collector: &RegionalCollector,
+    shard: ShardIndex,
     config_hash: &str,
     secret_hash: &str,
     default_image: &str,
@@ -189,7 +244,7 @@ pub fn stateful_set(
     let spec = &collector.spec;
     let overrides = spec.pod_template.clone().unwrap_or_default();
     let mut pod_labels = overrides.labels.clone();
-    pod_labels.extend(selector_labels(collector));
+    pod_labels.extend(selector_labels(collector, shard));
     let mut pod_annotations = overrides.annotations.clone();
     pod_annotations.insert(ANNOTATION_CONFIG_HASH.into(), config_hash.into());
     pod_annotations.insert(ANNOTATION_SECRET_HASH.into(), secret_hash.into());
@@ -251,16 +306,21 @@ pub fn stateful_set(
         ..Container::default()
     };
     StatefulSet {
-        metadata: meta(collector, workload_name(collector), "collector"),
+        metadata: meta(
+            collector,
+            Some(shard),
+            workload_name(collector, shard),
+            "collector",
+        ),
         spec: Some(StatefulSetSpec {
             replicas: Some(spec.replicas),
             // Collector pods are interchangeable behind the Service: start and stop them all at
             // once; rollouts still replace one at a time.
             pod_management_policy: Some("Parallel".into()),
             // Required by the API; the pods need no DNS names of their own.
-            service_name: Some(workload_name(collector)),
+            service_name: Some(workload_name(collector, shard)),
             selector: LabelSelector {
-                match_labels: Some(selector_labels(collector)),
+                match_labels: Some(selector_labels(collector, shard)),
                 ..LabelSelector::default()
             },
             template: PodTemplateSpec {
@@ -296,7 +356,7 @@ pub fn stateful_set(
                         Volume {
                             name: "config".into(),
                             config_map: Some(ConfigMapVolumeSource {
-                                name: config_map_name(collector),
+                                name: config_map_name(collector, shard),
                                 ..ConfigMapVolumeSource::default()
                             }),
                             ..Volume::default()
@@ -304,7 +364,7 @@ pub fn stateful_set(
                         Volume {
                             name: "secrets".into(),
                             secret: Some(SecretVolumeSource {
-                                secret_name: Some(secret_name(collector)),
+                                secret_name: Some(secret_name(collector, shard)),
                                 default_mode: Some(0o440),
                                 ..SecretVolumeSource::default()
                             }),
@@ -314,7 +374,7 @@ pub fn stateful_set(
                     ..PodSpec::default()
                 }),
             },
-            volume_claim_templates: Some(vec![queue_claim_template(collector)]),
+            volume_claim_templates: Some(vec![queue_claim_template(collector, shard)]),
             persistent_volume_claim_retention_policy: Some(
                 StatefulSetPersistentVolumeClaimRetentionPolicy {
                     // Deleting the collector deletes its queues; scaling down keeps a removed
@@ -332,13 +392,13 @@ pub fn stateful_set(
 /// Seconds a stopping collector pod gets before it is killed.
 const TERMINATION_GRACE_SECONDS: i64 = 60;
 
-/// The claim each collector pod gets for its queues (`queue-<name>-collector-<ordinal>`).
-fn queue_claim_template(collector: &RegionalCollector) -> PersistentVolumeClaim {
+/// The claim each collector pod gets for its queues (`queue-<workload>-<ordinal>`).
+fn queue_claim_template(collector: &RegionalCollector, shard: ShardIndex) -> PersistentVolumeClaim {
     let volume = &collector.spec.queue_volume;
     PersistentVolumeClaim {
         metadata: ObjectMeta {
             name: Some(QUEUE_VOLUME.into()),
-            labels: Some(selector_labels(collector)),
+            labels: Some(selector_labels(collector, shard)),
             ..ObjectMeta::default()
         },
         spec: Some(PersistentVolumeClaimSpec {
@@ -357,8 +417,8 @@ fn queue_claim_template(collector: &RegionalCollector) -> PersistentVolumeClaim 
     }
 }
 
-/// OTLP (gRPC and HTTP) and the collector's own metrics.
-pub fn service(collector: &RegionalCollector) -> Service {
+/// The shard's endpoint: OTLP (gRPC and HTTP) and the collector's own metrics.
+pub fn service(collector: &RegionalCollector, shard: ShardIndex) -> Service {
     let port = |name: &str, port: i32| ServicePort {
         name: Some(name.into()),
         port,
@@ -367,9 +427,14 @@ pub fn service(collector: &RegionalCollector) -> Service {
         ..ServicePort::default()
     };
     Service {
-        metadata: meta(collector, workload_name(collector), "collector"),
+        metadata: meta(
+            collector,
+            Some(shard),
+            workload_name(collector, shard),
+            "collector",
+        ),
         spec: Some(ServiceSpec {
-            selector: Some(selector_labels(collector)),
+            selector: Some(selector_labels(collector, shard)),
             ports: Some(vec![
                 port("otlp-grpc", collector.spec.ports.grpc),
                 port("otlp-http", collector.spec.ports.http),
@@ -381,12 +446,37 @@ pub fn service(collector: &RegionalCollector) -> Service {
     }
 }
 
+/// At most one pod of a shard is evicted at a time (node drains), so a shard with several
+/// replicas keeps serving its tenants through a drain.
+pub fn pod_disruption_budget(
+    collector: &RegionalCollector,
+    shard: ShardIndex,
+) -> PodDisruptionBudget {
+    PodDisruptionBudget {
+        metadata: meta(
+            collector,
+            Some(shard),
+            workload_name(collector, shard),
+            "collector",
+        ),
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(1)),
+            selector: Some(LabelSelector {
+                match_labels: Some(selector_labels(collector, shard)),
+                ..LabelSelector::default()
+            }),
+            ..PodDisruptionBudgetSpec::default()
+        }),
+        ..PodDisruptionBudget::default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use crate::api::RegionalCollector;
 
     fn image_of(collector: &RegionalCollector, default_image: &str) -> String {
-        let set = super::stateful_set(collector, "config", "secret", default_image);
+        let set = super::stateful_set(collector, 0, "config", "secret", default_image);
         let pod = set.spec.unwrap().template.spec.unwrap();
         pod.containers[0].image.clone().unwrap()
     }

@@ -19,6 +19,8 @@ pub const LABEL_COMPONENT: &str = "app.kubernetes.io/component";
 pub const LABEL_TENANT: &str = "telemux.io/tenant";
 pub const LABEL_COLLECTOR: &str = "telemux.io/collector";
 pub const LABEL_REGION: &str = "telemux.io/region";
+/// The shard of a collector an object belongs to.
+pub const LABEL_SHARD: &str = "telemux.io/shard";
 
 /// Pod-template annotations whose change rolls the collector pods.
 pub const ANNOTATION_CONFIG_HASH: &str = "telemux.io/config-hash";

@@ -9,6 +9,7 @@ use kube::ResourceExt;
 
 use super::{LABEL_COMPONENT, LABEL_NAME, LABEL_TENANT, labels, owner_reference};
 use crate::api::TelemetryTenant;
+use crate::api::tenant::TenantEndpoint;
 
 /// Keys of the credential Secret.
 pub const USERNAME_KEY: &str = "username";
@@ -18,7 +19,36 @@ pub const BCRYPT_KEY: &str = "bcrypt";
 pub const CONNECTION_STRING_KEY: &str = "connection-string";
 
 pub fn credentials_secret_name(tenant: &TelemetryTenant) -> String {
-    format!("{}-ingestion-credentials", tenant.name_any())
+    credentials_secret_name_of(&tenant.name_any())
+}
+
+/// The credentials Secret of the TelemetryTenant named `tenant`.
+pub fn credentials_secret_name_of(tenant: &str) -> String {
+    format!("{tenant}-ingestion-credentials")
+}
+
+/// Field manager of the shard annotations, apart from the one that applies the Secret whole,
+/// so the tenant's reconcile never removes what a collector recorded.
+pub const SHARD_FIELD_MANAGER: &str = "telemux-shards";
+
+/// The annotation on a tenant's credentials Secret recording its shard of `collector`: the
+/// durable record of a sticky assignment, which outlives the operator and the collector's
+/// status. Annotation names are at most 63 characters; longer collector names are shortened
+/// with a hash, so each collector still has its own key.
+pub fn shard_annotation(collector: &str) -> String {
+    const PREFIX: &str = "shard.telemux.io/";
+    if collector.len() <= 63 {
+        return format!("{PREFIX}{collector}");
+    }
+    let hash = crate::pipeline::render::hex_sha256(collector.as_bytes());
+    format!(
+        "{PREFIX}{}-{}",
+        collector
+            .get(..54)
+            .unwrap_or(collector)
+            .trim_end_matches(['-', '.']),
+        &hash[..8]
+    )
 }
 
 pub fn connection_string_secret_name(tenant: &TelemetryTenant) -> String {
@@ -49,10 +79,16 @@ fn tenant_secret(
     }
 }
 
-/// The tenant's ingestion credential: what its apps send (`username`, `password`) and the bcrypt
-/// hash collectors verify against.
-pub fn credentials_secret(tenant: &TelemetryTenant, password: &str, bcrypt_hash: &str) -> Secret {
-    let data = BTreeMap::from([
+/// The tenant's ingestion credential: what its apps send (`username`, `password`), the bcrypt
+/// hash collectors verify against, and where to send in each region
+/// (`endpoint.<region>.grpc`, `endpoint.<region>.http`: its shard's Service).
+pub fn credentials_secret(
+    tenant: &TelemetryTenant,
+    password: &str,
+    bcrypt_hash: &str,
+    endpoints: &[TenantEndpoint],
+) -> Secret {
+    let mut data = BTreeMap::from([
         (
             USERNAME_KEY.to_owned(),
             ByteString(tenant.spec.tenant_id.clone().into_bytes()),
@@ -66,6 +102,13 @@ pub fn credentials_secret(tenant: &TelemetryTenant, password: &str, bcrypt_hash:
             ByteString(bcrypt_hash.as_bytes().to_vec()),
         ),
     ]);
+    for endpoint in endpoints {
+        let region = &endpoint.region;
+        data.entry(format!("endpoint.{region}.grpc"))
+            .or_insert_with(|| ByteString(endpoint.grpc.clone().into_bytes()));
+        data.entry(format!("endpoint.{region}.http"))
+            .or_insert_with(|| ByteString(endpoint.http.clone().into_bytes()));
+    }
     tenant_secret(
         tenant,
         credentials_secret_name(tenant),

@@ -158,17 +158,27 @@ pub mod names {
         .expect("a TelemetryTenant")
     }
 
-    /// The collector's StatefulSet and Service.
+    /// The StatefulSet and Service of the collector's first shard (the only one of a
+    /// collector with few tenants).
     pub fn workload(collector: &str) -> String {
-        collector::workload_name(&collector_named(collector))
+        shard_workload(collector, 0)
     }
 
     pub fn config_map(collector: &str) -> String {
-        collector::config_map_name(&collector_named(collector))
+        collector::config_map_name(&collector_named(collector), 0)
     }
 
     pub fn collector_secret(collector: &str) -> String {
-        collector::secret_name(&collector_named(collector))
+        collector::secret_name(&collector_named(collector), 0)
+    }
+
+    /// The StatefulSet and Service of the collector's shard `shard`.
+    pub fn shard_workload(collector: &str, shard: u32) -> String {
+        collector::workload_name(&collector_named(collector), shard)
+    }
+
+    pub fn shard_config_map(collector: &str, shard: u32) -> String {
+        collector::config_map_name(&collector_named(collector), shard)
     }
 
     pub fn platform_credentials(collector: &str) -> String {

@@ -235,12 +235,12 @@ pub fn oversize(
     let secret_size: usize = secret_files.iter().map(|(k, v)| k.len() + v.len()).sum();
     if config.len() > MAX_OBJECT_DATA {
         Some(format!(
-            "the rendered configuration is {} bytes, more than a ConfigMap holds ({MAX_OBJECT_DATA}); split the tenants over several RegionalCollectors (tenantSelector)",
+            "the rendered configuration is {} bytes, more than a ConfigMap holds ({MAX_OBJECT_DATA}); lower sharding.maxTenantsPerShard",
             config.len()
         ))
     } else if secret_size > MAX_OBJECT_DATA {
         Some(format!(
-            "the collector's Secret would be {secret_size} bytes, more than a Secret holds ({MAX_OBJECT_DATA}); split the tenants over several RegionalCollectors (tenantSelector)"
+            "the collector's Secret would be {secret_size} bytes, more than a Secret holds ({MAX_OBJECT_DATA}); lower sharding.maxTenantsPerShard"
         ))
     } else {
         None
@@ -365,6 +365,6 @@ mod tests {
         let files = std::collections::BTreeMap::from([("htpasswd".to_owned(), String::new())]);
         assert_eq!(oversize("small", &files), None);
         let message = oversize(&"x".repeat(MAX_OBJECT_DATA + 1), &files).unwrap();
-        assert!(message.contains("tenantSelector"), "{message}");
+        assert!(message.contains("maxTenantsPerShard"), "{message}");
     }
 }

@@ -9,21 +9,30 @@ pub mod observe;
 
 use std::sync::Arc;
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::apps::v1::StatefulSet;
-use kube::ResourceExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
+use kube::{Api, ResourceExt};
 
 use self::check::Checked;
 use self::observe::ObservedCollector;
+use super::conditions::Status;
 use super::conditions::{self, Decided};
 use super::io::{apply, apply_status, publish_event};
 use super::tenant::decide::{CredentialAction, credential};
 use super::{Context, Error, Result, retry};
+use crate::api::condition_types::CONFIG_VALID;
 use crate::api::reasons::{self, Reason};
 use crate::api::{RegionalCollector, RegionalCollectorStatus};
 use crate::credentials::issue_credential;
-use crate::pipeline::{CollectorPlan, RenderedConfig};
+use crate::pipeline::shards::{self, ShardIndex};
+use crate::pipeline::{CollectorPlan, CollectorSources, RenderedConfig, plan_collector};
 use crate::resources::collector as desired;
+use crate::resources::tenant::{SHARD_FIELD_MANAGER, credentials_secret_name_of, shard_annotation};
 
 #[tracing::instrument(skip_all, fields(namespace = collector.namespace(), name = collector.name_any()))]
 pub async fn reconcile(collector: Arc<RegionalCollector>, ctx: Arc<Context>) -> Result<Action> {
@@ -39,19 +48,144 @@ async fn reconcile_inner(collector: Arc<RegionalCollector>, ctx: &Context) -> Re
     }
     let mut observed = observe::observe(&collector, ctx).await?;
     let platform_hash = apply_platform_credential(&collector, ctx, &observed).await?;
-    let live = observed.live.take();
+    let live = std::mem::take(&mut observed.live);
+    let mut recorded = std::mem::take(&mut observed.recorded_shards);
+    ctx.shard_records.fill(&collector, &mut recorded);
     let sources = decide::sources(&collector, observed, platform_hash);
-    match check::checked_plan(ctx.validator.as_ref(), &sources).await? {
-        Checked::Refused { reason, message } => {
-            refuse(&collector, ctx, reason, message, live.as_ref()).await?;
+    let whole = match plan_collector(&sources) {
+        Ok(plan) => plan,
+        Err(problem) => {
+            refuse(&collector, ctx, problem.reason, problem.message, &live).await?;
+            return Ok(Action::requeue(ctx.settings.resync));
         }
+    };
+    let members = decide::members(&sources, &whole);
+    let max = collector.spec.sharding.max_tenants_per_shard;
+    let assignment = shards::assign(&recorded, &members, max);
+    // Recorded before any shard serves them, so a restart can never move them.
+    record_shards(&collector, ctx, &sources, &assignment.new).await?;
+    let mut outcomes = BTreeMap::new();
+    for (index, members) in &assignment.shards {
+        let shard_sources = decide::shard_sources(&sources, members);
+        let checked = check::checked_plan(ctx.validator.as_ref(), &shard_sources).await?;
+        let outcome = apply_shard(&collector, ctx, *index, members.len(), checked, &live).await?;
+        outcomes.insert(*index, outcome);
+    }
+    let gone = live.keys().filter(|i| !assignment.shards.contains_key(i));
+    remove_shards(&collector, ctx, gone.copied().collect()).await?;
+    let (status, decided) = decide::sharded_status(&collector, &whole, &outcomes);
+    write_status(&collector, ctx, decided, status).await?;
+    Ok(Action::requeue(ctx.settings.resync))
+}
+
+/// Rolls out a shard's checked configuration, or keeps what it runs when it was refused.
+async fn apply_shard(
+    collector: &RegionalCollector,
+    ctx: &Context,
+    index: ShardIndex,
+    members: usize,
+    checked: Checked,
+    live: &BTreeMap<ShardIndex, StatefulSet>,
+) -> Result<decide::ShardOutcome> {
+    Ok(match checked {
         Checked::Ready {
             plan,
             rendered,
             condition,
-        } => roll_out(&collector, ctx, *plan, rendered, condition).await?,
+        } => {
+            let workload = roll_out(collector, ctx, index, &plan, &rendered).await?;
+            decide::ShardOutcome {
+                members,
+                config_valid: condition,
+                plan: Some(*plan),
+                config_hash: Some(rendered.hash),
+                workload: Some(workload),
+            }
+        }
+        Checked::Refused { reason, message } => decide::ShardOutcome {
+            members,
+            config_valid: Decided::new(CONFIG_VALID, Status::False, reason, message),
+            plan: None,
+            config_hash: live_config_hash(collector, index),
+            workload: live.get(&index).cloned(),
+        },
+    })
+}
+
+/// The configuration a shard runs, from the last status.
+fn live_config_hash(collector: &RegionalCollector, index: ShardIndex) -> Option<String> {
+    let status = collector.status.as_ref()?;
+    status
+        .shards
+        .iter()
+        .find(|s| s.index == index)
+        .and_then(|s| s.config_hash.clone())
+}
+
+/// Records the shard of each newly assigned tenant on its credentials Secret.
+async fn record_shards(
+    collector: &RegionalCollector,
+    ctx: &Context,
+    sources: &CollectorSources,
+    new: &BTreeMap<String, ShardIndex>,
+) -> Result<()> {
+    let namespace = namespace_of(collector);
+    let key = shard_annotation(&collector.name_any());
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    // A merge patch under its own manager: the tenant's server-side apply of its Secret does
+    // not own, and so never removes, these annotations.
+    let params = PatchParams {
+        field_manager: Some(SHARD_FIELD_MANAGER.to_owned()),
+        ..PatchParams::default()
+    };
+    for (tenant, shard) in new {
+        if !sources.tenants.iter().any(|t| &t.name == tenant) {
+            continue;
+        }
+        let name = credentials_secret_name_of(tenant);
+        let patch =
+            serde_json::json!({ "metadata": { "annotations": { &key: shard.to_string() } } });
+        secrets.patch(&name, &params, &Patch::Merge(&patch)).await?;
+        ctx.shard_records.note(collector, tenant, *shard);
+        tracing::info!(tenant, shard, "assigned tenant to shard");
     }
-    Ok(Action::requeue(ctx.settings.resync))
+    Ok(())
+}
+
+/// Deletes the objects of shards left without tenants; the StatefulSet last, so a deletion cut
+/// short is finished by the next reconcile, which still finds it.
+async fn remove_shards(
+    collector: &RegionalCollector,
+    ctx: &Context,
+    gone: Vec<ShardIndex>,
+) -> Result<()> {
+    let namespace = namespace_of(collector);
+    for index in gone {
+        tracing::info!(shard = index, "removing empty shard");
+        let workload = desired::workload_name(collector, index);
+        delete::<ConfigMap>(ctx, &namespace, &desired::config_map_name(collector, index)).await?;
+        delete::<Secret>(ctx, &namespace, &desired::secret_name(collector, index)).await?;
+        delete::<Service>(ctx, &namespace, &workload).await?;
+        delete::<PodDisruptionBudget>(ctx, &namespace, &workload).await?;
+        delete::<StatefulSet>(ctx, &namespace, &workload).await?;
+    }
+    Ok(())
+}
+
+/// Deletes an object; one already gone is fine.
+async fn delete<K>(ctx: &Context, namespace: &str, name: &str) -> Result<()>
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
+    match api.delete(name, &DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Writes the platform credential Secret (issued once, kept while intact); returns its hash.
@@ -84,18 +218,19 @@ async fn apply_platform_credential(
     Ok(Some(hash))
 }
 
-/// Applies the checked configuration: config and secrets first, so pods never start on a
-/// config whose files are missing; then the StatefulSet carrying both hashes; then the Service.
+/// Applies a shard's checked configuration: config and secrets first, so pods never start on a
+/// config whose files are missing; then the StatefulSet carrying both hashes; then the Service
+/// and the PodDisruptionBudget.
 async fn roll_out(
     collector: &RegionalCollector,
     ctx: &Context,
-    plan: CollectorPlan,
-    rendered: RenderedConfig,
-    config_valid: Decided,
-) -> Result<()> {
+    shard: ShardIndex,
+    plan: &CollectorPlan,
+    rendered: &RenderedConfig,
+) -> Result<StatefulSet> {
     let namespace = namespace_of(collector);
-    if let Some(message) = decide::memory_budget_warning(&plan) {
-        tracing::warn!(%message, "queue memory budget exceeded");
+    if let Some(message) = decide::memory_budget_warning(plan) {
+        tracing::warn!(%message, shard, "queue memory budget exceeded");
         publish_event(
             &ctx.recorder,
             collector,
@@ -107,41 +242,47 @@ async fn roll_out(
     apply(
         &ctx.client,
         &namespace,
-        &desired::config_map(collector, &rendered),
+        &desired::config_map(collector, shard, rendered),
     )
     .await?;
     apply(
         &ctx.client,
         &namespace,
-        &desired::secret(collector, &plan.secret_files),
+        &desired::secret(collector, shard, &plan.secret_files),
     )
     .await?;
     let secret_hash = desired::secret_hash(&plan.secret_files);
     let image = &ctx.settings.collector_image;
-    let stateful_set = desired::stateful_set(collector, &rendered.hash, &secret_hash, image);
+    let stateful_set = desired::stateful_set(collector, shard, &rendered.hash, &secret_hash, image);
     let workload = apply(&ctx.client, &namespace, &stateful_set).await?;
-    apply(&ctx.client, &namespace, &desired::service(collector)).await?;
-    announce_rollout(collector, ctx, &plan, &rendered).await;
-    let available = decide::available(collector, Some(&workload));
-    let status = decide::rolled_out_status(collector, plan, &rendered, &workload);
-    write_status(collector, ctx, vec![config_valid, available], status).await
+    apply(&ctx.client, &namespace, &desired::service(collector, shard)).await?;
+    let budget = desired::pod_disruption_budget(collector, shard);
+    apply(&ctx.client, &namespace, &budget).await?;
+    announce_rollout(collector, ctx, shard, plan, rendered).await;
+    Ok(workload)
 }
 
 /// One `ConfigRendered` event per new configuration, even when the status cache lags behind.
 async fn announce_rollout(
     collector: &RegionalCollector,
     ctx: &Context,
+    shard: ShardIndex,
     plan: &CollectorPlan,
     rendered: &RenderedConfig,
 ) {
-    let key = format!("{}/{}", namespace_of(collector), collector.name_any());
-    if !decide::is_new_config(collector, rendered) || !ctx.rollouts.note(key, &rendered.hash) {
+    let key = format!(
+        "{}/{}/{shard}",
+        namespace_of(collector),
+        collector.name_any()
+    );
+    if !decide::is_new_config(collector, shard, rendered) || !ctx.rollouts.note(key, &rendered.hash)
+    {
         return;
     }
     let (tenants, rejected) = (plan.routed.len(), plan.rejected.len());
-    tracing::info!(config_hash = %rendered.hash, tenants, rejected, "rolled out collector configuration");
+    tracing::info!(config_hash = %rendered.hash, shard, tenants, rejected, "rolled out collector configuration");
     let hash = rendered.hash.get(..12).unwrap_or(&rendered.hash);
-    let note = format!("rendered configuration {hash} routing {tenants} tenant(s)");
+    let note = format!("rendered configuration {hash} routing {tenants} tenant(s) (shard {shard})");
     publish_event(
         &ctx.recorder,
         collector,
@@ -157,9 +298,10 @@ async fn refuse(
     ctx: &Context,
     reason: Reason,
     message: String,
-    live: Option<&StatefulSet>,
+    live: &BTreeMap<ShardIndex, StatefulSet>,
 ) -> Result<()> {
-    let (status, decided) = decide::refused_status(collector, reason, message, live);
+    let (status, decided) =
+        decide::refused_status(collector, reason, message, live.values().next());
     write_status(collector, ctx, decided, status).await
 }
 

@@ -1,6 +1,10 @@
 //! Everything the collector reconcile reads, in one place, into plain data.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::apps::v1::StatefulSet;
+use kube::api::ListParams;
+use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
 
 use crate::api::{RegionalCollector, SecretKeyRef};
@@ -8,10 +12,12 @@ use crate::controller::io::{read_secret, read_secret_key, secret_value};
 use crate::controller::tenant::observe::StoredCredential;
 use crate::controller::{Context, Result};
 use crate::pipeline::TenantSource;
+use crate::pipeline::shards::ShardIndex;
+use crate::resources::LABEL_COLLECTOR;
 use crate::resources::collector as desired;
 use crate::resources::tenant::{
     BCRYPT_KEY, CONNECTION_STRING_KEY, PASSWORD_KEY, connection_string_secret_name,
-    credentials_secret_name,
+    credentials_secret_name, shard_annotation,
 };
 
 /// What the collector reconcile knows before it decides.
@@ -25,8 +31,10 @@ pub struct ObservedCollector {
     pub platform_connection_string: Option<String>,
     /// The namespace's tenants not being deleted, with their telemux Secrets (watch caches).
     pub tenants: Vec<TenantSource>,
-    /// The collector's current StatefulSet.
-    pub live: Option<StatefulSet>,
+    /// The shards recorded for tenants (by TelemetryTenant name), from their Secrets.
+    pub recorded_shards: BTreeMap<String, ShardIndex>,
+    /// The collector's current StatefulSets, by shard.
+    pub live: BTreeMap<ShardIndex, StatefulSet>,
 }
 
 pub async fn observe(collector: &RegionalCollector, ctx: &Context) -> Result<ObservedCollector> {
@@ -53,9 +61,15 @@ pub async fn observe(collector: &RegionalCollector, ctx: &Context) -> Result<Obs
         .platform
         .as_ref()
         .and_then(|p| p.application_insights.as_ref());
+    let of_collector =
+        ListParams::default().labels(&format!("{LABEL_COLLECTOR}={}", collector.name_any()));
     let live = Api::<StatefulSet>::namespaced(ctx.client.clone(), &namespace)
-        .get_opt(&desired::workload_name(collector))
-        .await?;
+        .list(&of_collector)
+        .await?
+        .items
+        .into_iter()
+        .filter_map(|s| Some((desired::shard_of(s.labels())?, s)))
+        .collect();
     Ok(ObservedCollector {
         platform_credential,
         blob_connection_string: user_secret(ctx, &namespace, blob).await?,
@@ -66,6 +80,7 @@ pub async fn observe(collector: &RegionalCollector, ctx: &Context) -> Result<Obs
         )
         .await?,
         tenants: tenants(ctx, &namespace),
+        recorded_shards: recorded_shards(ctx, collector, &namespace),
         live,
     })
 }
@@ -83,6 +98,27 @@ async fn user_secret(
             .await?
             .found(),
     )
+}
+
+/// Each tenant's recorded shard of this collector, from the annotation on its Secret.
+fn recorded_shards(
+    ctx: &Context,
+    collector: &RegionalCollector,
+    namespace: &str,
+) -> BTreeMap<String, ShardIndex> {
+    let key = shard_annotation(&collector.name_any());
+    ctx.tenants
+        .state()
+        .into_iter()
+        .filter(|t| t.namespace().as_deref() == Some(namespace))
+        .filter_map(|t| {
+            let secret = ctx
+                .managed_secrets
+                .get(&ObjectRef::new(&credentials_secret_name(&t)).within(namespace))?;
+            let shard = secret.annotations().get(&key)?.parse().ok()?;
+            Some((t.name_any(), shard))
+        })
+        .collect()
 }
 
 /// The namespace's tenants from the watch cache, with their Secrets from the managed cache.

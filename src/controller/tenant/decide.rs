@@ -1,6 +1,7 @@
 //! The tenant reconcile's decisions, pure: from what was observed to what to write, which
 //! conditions hold and when to look again.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,6 +10,7 @@ use kube::ResourceExt;
 use super::observe::{ObservedSource, StoredCredential};
 use crate::api::condition_types::{APPLICATION_INSIGHTS_READY, CREDENTIALS_READY, ROUTED};
 use crate::api::reasons::{self, Reason};
+use crate::api::tenant::TenantEndpoint;
 use crate::api::{RegionalCollector, SecretKeyRef, TelemetryTenant, TelemetryTenantStatus};
 use crate::azure::AzureError;
 use crate::connection_string::ConnectionString;
@@ -18,6 +20,7 @@ use crate::controller::provision::Provisioned;
 use crate::controller::retry::{ProvisionTimings, azure_failure};
 use crate::credentials::{is_bcrypt_hash, verify_password};
 use crate::pipeline::selection::collector_selects;
+use crate::pipeline::shards::ShardIndex;
 
 /// The ingestion credential: kept as long as it is intact, issued otherwise.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -313,6 +316,30 @@ fn listed_by(tenant: &TelemetryTenant, collectors: &[Arc<RegionalCollector>]) ->
         }
     }
     listed
+}
+
+/// Where the tenant's apps send: for each collector that selects it and has given it a shard,
+/// that shard's Service (collectors by name, so the first of a region is its endpoint there).
+pub fn endpoints(
+    tenant: &TelemetryTenant,
+    collectors: &[Arc<RegionalCollector>],
+    recorded: &BTreeMap<String, ShardIndex>,
+) -> Vec<TenantEndpoint> {
+    collectors
+        .iter()
+        .filter(|c| collector_selects(c, tenant))
+        .filter_map(|c| {
+            let shard = *recorded.get(&c.name_any())?;
+            let host = crate::resources::collector::service_host(c, shard);
+            Some(TenantEndpoint {
+                region: c.spec.region.clone(),
+                collector: c.name_any(),
+                shard,
+                grpc: format!("{host}:{}", c.spec.ports.grpc),
+                http: format!("http://{host}:{}", c.spec.ports.http),
+            })
+        })
+        .collect()
 }
 
 /// The tenant's regions that no collector of their own region selects.

@@ -19,7 +19,7 @@ use super::io::{apply, apply_status, publish_event};
 use super::provision::{self, FINALIZER};
 use super::{Context, Error, Result, retry};
 use crate::api::reasons;
-use crate::api::tenant::DeletionPolicy;
+use crate::api::tenant::{DeletionPolicy, TenantEndpoint};
 use crate::api::{TelemetryTenant, TelemetryTenantStatus};
 use crate::credentials::issue_credential;
 use crate::resources::tenant::{
@@ -63,7 +63,8 @@ async fn apply_tenant(tenant: Arc<TelemetryTenant>, ctx: &Context) -> Result<Act
         return Ok(Action::await_change()); // nothing to retry until the spec changes
     }
     let observed = observe::observe(&tenant, ctx).await?;
-    let credentials = apply_credential(&tenant, ctx, &observed).await?;
+    status.endpoints = decide::endpoints(&tenant, &observed.collectors, &observed.recorded_shards);
+    let credentials = apply_credential(&tenant, ctx, &observed, &status.endpoints).await?;
     status.credentials_secret = Some(credentials_secret_name(&tenant));
     let (connection, requeue) = apply_connection(&tenant, ctx, &observed, &mut status).await?;
     // A previously resolved connection string stays in use (and listed) while the source is broken.
@@ -81,16 +82,19 @@ async fn apply_credential(
     tenant: &TelemetryTenant,
     ctx: &Context,
     observed: &ObservedTenant,
+    endpoints: &[TenantEndpoint],
 ) -> Result<Decided> {
     let name = credentials_secret_name(tenant);
     let secret = match decide::credential(&observed.credential, Some(&tenant.spec.tenant_id)) {
-        CredentialAction::Keep { password, hash } => credentials_secret(tenant, &password, &hash),
+        CredentialAction::Keep { password, hash } => {
+            credentials_secret(tenant, &password, &hash, endpoints)
+        }
         CredentialAction::Issue => {
             let issued = issue_credential()?;
             tracing::info!(secret = %name, "issued ingestion credential");
             let note = format!("issued ingestion credential in Secret {name}");
             publish_event(&ctx.recorder, tenant, reasons::CREDENTIAL_ISSUED.name, note).await;
-            credentials_secret(tenant, &issued.password, &issued.bcrypt_hash)
+            credentials_secret(tenant, &issued.password, &issued.bcrypt_hash, endpoints)
         }
     };
     apply(&ctx.client, &namespace_of(tenant), &secret).await?;

@@ -1,5 +1,6 @@
 //! Everything the tenant reconcile reads, in one place, into plain data.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use kube::ResourceExt;
@@ -9,9 +10,10 @@ use crate::api::reasons;
 use crate::api::{RegionalCollector, SecretKeyRef, TelemetryTenant};
 use crate::controller::io::{SecretLookup, read_secret, read_secret_key, secret_value};
 use crate::controller::{Context, Result};
+use crate::pipeline::shards::ShardIndex;
 use crate::resources::tenant::{
     BCRYPT_KEY, CONNECTION_STRING_KEY, PASSWORD_KEY, USERNAME_KEY, connection_string_secret_name,
-    credentials_secret_name,
+    credentials_secret_name, shard_annotation,
 };
 
 /// A credential as stored in its Secret (any key may be missing or tampered with).
@@ -55,6 +57,9 @@ pub struct ObservedTenant {
     pub connection_secret_present: bool,
     /// The collectors of the tenant's namespace, by name.
     pub collectors: Vec<Arc<RegionalCollector>>,
+    /// The tenant's shard of each collector that assigned it one (by collector name), as
+    /// recorded on its credentials Secret.
+    pub recorded_shards: BTreeMap<String, ShardIndex>,
 }
 
 /// Key of a tenant in the verified-components memory.
@@ -71,6 +76,10 @@ pub async fn observe(tenant: &TelemetryTenant, ctx: &Context) -> Result<Observed
     // From the API, not the watch cache: a lagging cache must never cause a re-issue.
     let stored = read_secret(&ctx.client, &namespace, &credentials_secret_name(tenant)).await?;
     let value = |key| stored.as_ref().and_then(|s| secret_value(s, key));
+    let annotations = stored
+        .as_ref()
+        .map(|s| s.annotations().clone())
+        .unwrap_or_default();
     let credential = StoredCredential {
         user: value(USERNAME_KEY),
         password: value(PASSWORD_KEY),
@@ -91,11 +100,22 @@ pub async fn observe(tenant: &TelemetryTenant, ctx: &Context) -> Result<Observed
         .filter(|c| c.namespace().as_deref() == Some(namespace.as_str()))
         .collect();
     collectors.sort_by_key(|c| c.name_any());
+    let recorded_shards = collectors
+        .iter()
+        .filter_map(|c| {
+            let shard = annotations
+                .get(&shard_annotation(&c.name_any()))?
+                .parse()
+                .ok()?;
+            Some((c.name_any(), shard))
+        })
+        .collect();
     Ok(ObservedTenant {
         credential,
         source,
         connection_secret_present,
         collectors,
+        recorded_shards,
     })
 }
 
