@@ -17,7 +17,7 @@ export OTELCOL_BIN AZURITE_BIN TELEMETRYGEN_BIN
 # helm, for the chart's tests.
 export HELM_BIN
 
-.PHONY: bench-render bench-throughput bench-memory help build crds fmt-check clippy go-lint go-test lint unit integration e2e test run install-crds clean
+.PHONY: bench-render bench-throughput bench-memory bench-scale help build crds fmt-check clippy go-lint go-test lint unit integration e2e test run install-crds clean
 
 # telemux's own collector exporter (Go), built into the collector by e2e/collector.
 EXPORTER_DIR := collector/appinsightsexporter
@@ -89,6 +89,10 @@ bench-throughput: collector telemetrygen ## Spans/s through the real collector a
 
 bench-memory: collector ## Idle collector RSS per tenant at 1, 100 and 500 tenants, telemux_appinsights vs azure_monitor
 	$(CARGO) bench --locked --bench idle_memory
+
+bench-scale: collector ## BENCH_TENANTS (10,000) tenants over BENCH_REGIONS (1) on the local plane (make cluster-up first): time to all Ready, rollouts per shard, operator RSS
+	$(CARGO) build --locked --release --bin telemux
+	TELEMUX_TEST_KUBECONFIG='$(PLANE_KUBECONFIG)' $(CARGO) bench --locked --bench scale
 
 clean: cluster-down
 	$(CARGO) clean

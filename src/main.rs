@@ -53,7 +53,8 @@ struct RunArgs {
     otlp_endpoint: Option<String>,
     #[command(flatten)]
     leader_election: LeaderElectionArgs,
-    /// Coalesce collector reconciles triggered within this many milliseconds.
+    /// A collector reconciles once its triggers have been quiet this many milliseconds, and at
+    /// most ten times as long after the first of a burst.
     #[arg(long, env = "TELEMUX_COLLECTOR_DEBOUNCE_MS", default_value_t = 2000)]
     collector_debounce_ms: u64,
     /// OpenTelemetry Collector binary whose `validate` command checks every new collector

@@ -202,7 +202,7 @@ pub async fn run(
         watches.collectors.store.clone(),
     );
     let caches_synced = watches.report_synced(health.clone());
-    let collector = collector_controller(&client, &scope, &settings, &watches);
+    let collector = collector_controller(&client, &scope, &watches);
     let ctx = Context::new(client.clone(), watches.stores(), settings, metrics);
     let tenants = tenant_controller(&watches)
         .graceful_shutdown_on(shutdown.clone())
@@ -258,18 +258,16 @@ fn tenant_controller(watches: &Watches) -> Controller<TelemetryTenant> {
         })
 }
 
-/// Collectors: their own changes, their children, their tenants and all those Secrets. Each
-/// burst is debounced into one reconcile.
+/// Collectors: their own changes, their children, their tenants and all those Secrets.
 fn collector_controller(
     client: &Client,
     scope: &Scope,
-    settings: &Settings,
     watches: &Watches,
 ) -> Controller<RegionalCollector> {
     let managed = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}=telemux"));
-    let config = ControllerConfig::default()
-        .debounce(settings.collector_debounce)
-        .concurrency(4);
+    // Debounced in the reconcile (`controller::context::Pacing`), not here: kube's debounce
+    // waits for a quiet moment, which a burst of thousands of tenants never leaves.
+    let config = ControllerConfig::default().concurrency(4);
     let collectors = &watches.collectors;
     let (c1, c2, c3) = (
         collectors.store.clone(),

@@ -35,13 +35,17 @@ pub struct Context {
     pub verified_components: VerifiedComponents,
     /// Shard assignments this process recorded, until the Secret cache shows them.
     pub shard_records: ShardRecords,
+    /// Each collector's burst of triggers, for `Settings::collector_debounce`.
+    pub collector_pacing: Pacing,
 }
 
 /// Tunables of the controllers.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Trailing-edge debounce of collector reconciles: a burst of tenant changes within this
-    /// window produces one render and at most one rollout per collector.
+    /// A collector reconciles once its triggers have been quiet this long, and at most ten
+    /// times this long after the first: a burst of tenant changes becomes few renders and
+    /// rollouts, and a burst of thousands of tenants, which never leaves a quiet moment, still
+    /// makes progress.
     pub collector_debounce: Duration,
     /// How often objects are re-checked even when nothing changed (drift, lost events).
     pub resync: Duration,
@@ -109,6 +113,7 @@ impl Context {
             rollouts: Rollouts::default(),
             verified_components: VerifiedComponents::default(),
             shard_records: ShardRecords::default(),
+            collector_pacing: Pacing::default(),
         })
     }
 
@@ -200,5 +205,80 @@ impl ShardRecords {
                 recorded.entry(tenant.clone()).or_insert(*shard);
             }
         }
+    }
+}
+
+/// A debounce that cannot starve: a key runs once its triggers have been quiet for `quiet`,
+/// or `quiet × MAX_DELAY_FACTOR` after the first trigger of the burst, whichever comes first.
+/// Every trigger calls [`Pacing::wait`] (a reconcile that returned a requeue is called again
+/// at once on a new trigger, or by its timer when none came).
+#[derive(Default)]
+pub struct Pacing(Mutex<HashMap<String, Burst>>);
+
+/// How much longer than the quiet period a burst may delay its key.
+pub const MAX_DELAY_FACTOR: u32 = 10;
+
+struct Burst {
+    first: Instant,
+    last: Instant,
+}
+
+impl Pacing {
+    /// `None` when `key` runs now (its burst is over); otherwise how long to wait.
+    pub fn wait(&self, key: &str, quiet: Duration) -> Option<Duration> {
+        self.wait_at(key, quiet, Instant::now())
+    }
+
+    fn wait_at(&self, key: &str, quiet: Duration, now: Instant) -> Option<Duration> {
+        let mut bursts = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(burst) = bursts.get_mut(key) else {
+            bursts.insert(
+                key.to_owned(),
+                Burst {
+                    first: now,
+                    last: now,
+                },
+            );
+            return Some(quiet);
+        };
+        let deadline = burst.first + quiet * MAX_DELAY_FACTOR;
+        if now.duration_since(burst.last) >= quiet || now >= deadline {
+            bursts.remove(key);
+            return None;
+        }
+        burst.last = now;
+        Some(quiet.min(deadline - now))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_runs_once_quiet_or_at_its_deadline_never_later() {
+        let pacing = Pacing::default();
+        let quiet = Duration::from_millis(100);
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        assert_eq!(
+            pacing.wait_at("eu", quiet, at(0)),
+            Some(quiet),
+            "the first trigger waits"
+        );
+        assert_eq!(
+            pacing.wait_at("us", quiet, at(0)),
+            Some(quiet),
+            "keys are apart"
+        );
+        // A trigger every 50 ms keeps it waiting...
+        for ms in (50..1000).step_by(50) {
+            assert!(pacing.wait_at("eu", quiet, at(ms)).is_some(), "at {ms} ms");
+        }
+        // ...but not past ten quiet periods after the first.
+        assert_eq!(pacing.wait_at("eu", quiet, at(1000)), None);
+        // Quiet for a period: it runs.
+        assert!(pacing.wait_at("us", quiet, at(0)).is_some());
+        assert_eq!(pacing.wait_at("us", quiet, at(150)), None);
     }
 }

@@ -5,7 +5,8 @@
 //! `applicationInsights.existing` names changes, and when a collector that considers it
 //! changes (its status says whether it routes the tenant).
 //!
-//! A **collector** is reconciled (debounced: a burst becomes one reconcile) when it changes,
+//! A **collector** is reconciled (debounced, but never more than ten debounce periods after
+//! the first trigger of a burst: `context::Pacing`) when it changes,
 //! when a child changes (ConfigMap, Secret, StatefulSet, Service), when a tenant it considers
 //! changes (selects now, or still lists: a tenant that left must be rendered away), when a
 //! Secret telemux wrote for one of those tenants changes, and when a user Secret its spec names
@@ -28,7 +29,7 @@ use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 
 use crate::api::{RegionalCollector, TelemetryTenant};
-use crate::pipeline::selection::collector_considers;
+use crate::pipeline::selection::{Considered, collector_considers};
 use crate::resources::{LABEL_COLLECTOR, LABEL_TENANT};
 
 /// A tenant change requeues only the collectors that consider it.
@@ -49,9 +50,10 @@ pub fn tenants_of_collector(
     tenants: &[Arc<TelemetryTenant>],
     collector: &RegionalCollector,
 ) -> Vec<ObjectRef<TelemetryTenant>> {
+    let considered = Considered::by(collector);
     tenants
         .iter()
-        .filter(|t| collector_considers(collector, t))
+        .filter(|t| considered.includes(t))
         .map(|t| ObjectRef::from_obj(&**t))
         .collect()
 }
@@ -206,6 +208,17 @@ mod tests {
             )),
             ["eu", "us"]
         );
+        // And the collector's status change reaches the tenant that left it.
+        let tenants = vec![
+            Arc::new(tenant("acme", &["eastus"])),
+            Arc::new(tenant("globex", &["eastus"])),
+            Arc::new(tenant("initech", &["westeurope"])),
+        ];
+        let requeued: Vec<String> = tenants_of_collector(&tenants, &collectors[0])
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        assert_eq!(requeued, ["acme", "initech"]);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! collector's configuration), by the watches (whom a change requeues) and by a tenant's
 //! `Routed` condition (is any collector meant to serve it).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use kube::ResourceExt;
 use kube::core::{Selector, SelectorExt};
@@ -59,6 +59,51 @@ pub fn collector_considers(collector: &RegionalCollector, tenant: &TelemetryTena
                 .any(|r| r.name == tenant.name_any())
     });
     listed || collector_selects(collector, tenant)
+}
+
+/// Whom one collector considers, for asking about many tenants (the same answers as
+/// [`collector_considers`]): its selection is parsed and its status lists are indexed once, as a
+/// region's collector lists thousands of tenants.
+pub struct Considered<'a> {
+    collector: &'a RegionalCollector,
+    selection: Option<Selection>,
+    listed_ids: BTreeSet<&'a str>,
+    listed_names: BTreeSet<&'a str>,
+}
+
+impl<'a> Considered<'a> {
+    pub fn by(collector: &'a RegionalCollector) -> Self {
+        let status = collector.status.as_ref();
+        let listed_ids = status
+            .into_iter()
+            .flat_map(|s| {
+                let routed = s.routed_tenants.iter().map(String::as_str);
+                routed.chain(s.excluded_tenants.iter().map(|e| e.tenant_id.as_str()))
+            })
+            .collect();
+        let listed_names = status
+            .into_iter()
+            .flat_map(|s| s.rejected_tenants.iter().map(|r| r.name.as_str()))
+            .collect();
+        Considered {
+            collector,
+            selection: Selection::of(&collector.spec).ok(),
+            listed_ids,
+            listed_names,
+        }
+    }
+
+    pub fn includes(&self, tenant: &TelemetryTenant) -> bool {
+        if self.collector.namespace() != tenant.namespace() {
+            return false;
+        }
+        self.listed_ids.contains(tenant.spec.tenant_id.as_str())
+            || self.listed_names.contains(tenant.name_any().as_str())
+            || self
+                .selection
+                .as_ref()
+                .is_some_and(|s| s.selects(tenant.labels(), &tenant.spec.regions))
+    }
 }
 
 #[cfg(test)]
@@ -118,5 +163,6 @@ mod tests {
             &elsewhere,
             &tenant(&["westeurope"], "premium")
         ));
+        assert!(!Considered::by(&elsewhere).includes(&tenant(&["westeurope"], "premium")));
     }
 }

@@ -46,6 +46,13 @@ async fn reconcile_inner(collector: Arc<RegionalCollector>, ctx: &Context) -> Re
     if collector.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change()); // children go with it (garbage collection)
     }
+    let key = format!("{}/{}", namespace_of(&collector), collector.name_any());
+    if let Some(wait) = ctx
+        .collector_pacing
+        .wait(&key, ctx.settings.collector_debounce)
+    {
+        return Ok(Action::requeue(wait)); // what triggered this is picked up then
+    }
     let mut observed = observe::observe(&collector, ctx).await?;
     let platform_hash = apply_platform_credential(&collector, ctx, &observed).await?;
     let live = std::mem::take(&mut observed.live);

@@ -1,0 +1,244 @@
+//! Many tenants on the local plane: how long until every tenant is Ready after the last one is
+//! created, how many configurations each shard rolled out, the operator's peak memory and the
+//! largest shard configuration. Runs the release `telemux` binary against the plane named by
+//! `TELEMUX_TEST_KUBECONFIG` (`make cluster-up`), scoped to a namespace of its own.
+//!
+//! `BENCH_TENANTS` (default 10000) tenants over `BENCH_REGIONS` (default 1) regions, one
+//! RegionalCollector per region (1 replica, 200 tenants per shard). `make bench-scale`.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config};
+use serde_json::json;
+use telemux::api::{RegionalCollector, TelemetryTenant};
+
+const CREATE_CONCURRENCY: usize = 32;
+const DEADLINE: Duration = Duration::from_secs(1800);
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+async fn plane() -> Client {
+    let path = std::env::var("TELEMUX_TEST_KUBECONFIG")
+        .expect("TELEMUX_TEST_KUBECONFIG names the plane's kubeconfig (make cluster-up)");
+    let kubeconfig = Kubeconfig::read_from(&path).expect("the plane's kubeconfig");
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("a usable kubeconfig");
+    Client::try_from(config).expect("a client")
+}
+
+fn region(i: usize) -> String {
+    format!("region-{i}")
+}
+
+/// The operator, the release binary, scoped to `namespace`.
+fn start_operator(namespace: &str, kubeconfig: &str) -> std::process::Child {
+    let binary = std::env::var("TELEMUX_BIN").unwrap_or_else(|_| "target/release/telemux".into());
+    let mut command = std::process::Command::new(binary);
+    command
+        .args(["run", "--namespace", namespace, "--log-format", "json"])
+        .env("KUBECONFIG", kubeconfig)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null());
+    if let Ok(collector) = std::env::var("OTELCOL_BIN") {
+        command.arg(format!("--collector-binary={collector}"));
+    }
+    command
+        .spawn()
+        .expect("the telemux binary (cargo build --release)")
+}
+
+/// Peak resident memory of a process, in MiB.
+fn peak_rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+async fn create_tenants(client: &Client, namespace: &str, tenants: usize, regions: usize) {
+    let api: Api<TelemetryTenant> = Api::namespaced(client.clone(), namespace);
+    futures::stream::iter(0..tenants)
+        .map(|i| {
+            let api = api.clone();
+            async move {
+                let tenant: TelemetryTenant = serde_json::from_value(json!({
+                    "apiVersion": "telemux.io/v1alpha1", "kind": "TelemetryTenant",
+                    "metadata": { "name": format!("t{i:05}") },
+                    "spec": { "tenantId": format!("t{i:05}"), "regions": [region(i % regions)],
+                              "applicationInsights": { "existing": { "connectionStringSecretRef":
+                                  { "name": "ai-source", "key": "connection-string" } } } }
+                }))
+                .expect("a tenant");
+                api.create(&PostParams::default(), &tenant)
+                    .await
+                    .map(|_| ())
+            }
+        })
+        .buffer_unordered(CREATE_CONCURRENCY)
+        .try_collect::<()>()
+        .await
+        .expect("tenants created");
+}
+
+async fn ready_count(api: &Api<TelemetryTenant>) -> usize {
+    let Ok(list) = api.list(&ListParams::default()).await else {
+        return 0;
+    };
+    list.items
+        .iter()
+        .filter(|t| {
+            t.status.as_ref().is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True")
+            })
+        })
+        .count()
+}
+
+/// Configurations rolled out per shard after its first (from the operator's `ConfigRendered`
+/// events, one per new configuration of a shard), and the largest shard configuration in KiB.
+/// ControllerRevisions would undercount: a template changed twice before the StatefulSet
+/// controller syncs leaves one revision.
+async fn shard_figures(client: &Client, namespace: &str) -> (BTreeMap<String, usize>, usize) {
+    let events: Api<Event> = Api::namespaced(client.clone(), namespace);
+    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    let mut rendered: BTreeMap<String, usize> = BTreeMap::new();
+    for event in events
+        .list(&ListParams::default())
+        .await
+        .expect("events")
+        .items
+    {
+        if event.reason.as_deref() != Some("ConfigRendered") {
+            continue;
+        }
+        let shard = event
+            .note
+            .as_deref()
+            .and_then(|n| n.rsplit_once("(shard ")?.1.strip_suffix(')'));
+        let collector = event.regarding.as_ref().and_then(|r| r.name.as_deref());
+        let times = event.series.as_ref().map_or(1, |s| s.count.max(1) as usize);
+        if let (Some(collector), Some(shard)) = (collector, shard) {
+            *rendered.entry(format!("{collector}/{shard}")).or_default() += times;
+        }
+    }
+    let rollouts = rendered
+        .into_iter()
+        .map(|(s, n)| (s, n.saturating_sub(1)))
+        .collect();
+    let largest = maps
+        .list(&ListParams::default())
+        .await
+        .expect("config maps")
+        .items
+        .iter()
+        .filter_map(|m| m.data.as_ref()?.get("config.yaml").map(String::len))
+        .max()
+        .unwrap_or(0);
+    (rollouts, largest / 1024)
+}
+
+#[tokio::main]
+async fn main() {
+    let tenants = env_or("BENCH_TENANTS", 10_000);
+    let regions = env_or("BENCH_REGIONS", 1);
+    let client = plane().await;
+    let kubeconfig = std::env::var("TELEMUX_TEST_KUBECONFIG").unwrap_or_default();
+    let namespace = format!("bench-scale-{}", std::process::id());
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let ns: Namespace =
+        serde_json::from_value(json!({ "metadata": { "name": namespace } })).unwrap();
+    namespaces
+        .create(&PostParams::default(), &ns)
+        .await
+        .expect("namespace");
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": { "name": "ai-source" },
+        "stringData": { "connection-string": "InstrumentationKey=00000000-0000-4000-8000-000000000001;IngestionEndpoint=http://127.0.0.1:1/" }
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(client.clone(), &namespace)
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("secret");
+    let collectors: Api<RegionalCollector> = Api::namespaced(client.clone(), &namespace);
+    for r in 0..regions {
+        let collector: RegionalCollector = serde_json::from_value(json!({
+            "apiVersion": "telemux.io/v1alpha1", "kind": "RegionalCollector",
+            "metadata": { "name": region(r) },
+            "spec": { "region": region(r), "replicas": 1, "sharding": { "maxTenantsPerShard": 200 } }
+        }))
+        .unwrap();
+        collectors
+            .create(&PostParams::default(), &collector)
+            .await
+            .expect("collector");
+    }
+    let mut operator = start_operator(&namespace, &kubeconfig);
+    let started = Instant::now();
+    create_tenants(&client, &namespace, tenants, regions).await;
+    let created = started.elapsed();
+    let api: Api<TelemetryTenant> = Api::namespaced(client.clone(), &namespace);
+    let mut ready = 0;
+    while ready < tenants && started.elapsed() < DEADLINE {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        ready = ready_count(&api).await;
+    }
+    let converged = started.elapsed().saturating_sub(created);
+    let rss = peak_rss_mib(operator.id());
+    let (rollouts, largest_kib) = shard_figures(&client, &namespace).await;
+    let shards: usize = collectors
+        .list(&ListParams::default())
+        .await
+        .map(|l| {
+            l.items
+                .iter()
+                .filter_map(|c| c.status.as_ref())
+                .map(|s| s.shards.len())
+                .sum()
+        })
+        .unwrap_or(0);
+    let too_large = collectors
+        .list(&ListParams::default())
+        .await
+        .map(|l| {
+            l.items.iter().any(|c| {
+                c.status
+                    .as_ref()
+                    .is_some_and(|s| s.conditions.iter().any(|c| c.reason == "ConfigTooLarge"))
+            })
+        })
+        .unwrap_or(false);
+    let _ = operator.kill();
+    let _ = operator.wait();
+    println!(
+        "| tenants | regions | shards | create all | last create → all Ready | Ready | rollouts per shard (max) | operator peak RSS | largest shard config | ConfigTooLarge |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    println!(
+        "| {tenants} | {regions} | {} | {:.1} s | {:.1} s | {ready}/{tenants} | {} | {rss:.0} MiB | {largest_kib} KiB | {} |",
+        shards,
+        created.as_secs_f64(),
+        converged.as_secs_f64(),
+        rollouts.values().max().copied().unwrap_or(0),
+        if too_large { "yes" } else { "no" },
+    );
+    let _ = namespaces
+        .delete(&namespace, &DeleteParams::default())
+        .await;
+}
