@@ -90,7 +90,7 @@ bench-throughput: collector telemetrygen ## Spans/s through the real collector a
 bench-memory: collector ## Idle collector RSS per tenant at 1, 100 and 500 tenants, telemux_appinsights vs azure_monitor
 	$(CARGO) bench --locked --bench idle_memory
 
-bench-scale: collector ## BENCH_TENANTS (10,000) tenants over BENCH_REGIONS (1) on the local plane (make cluster-up first): time to all Ready, rollouts per shard, operator RSS
+bench-scale: collector install-crds ## BENCH_TENANTS (10,000) tenants over BENCH_REGIONS (1) on the local plane: time from the last create to all Ready, configurations per shard, operator peak RSS
 	$(CARGO) build --locked --release --bin telemux
 	TELEMUX_TEST_KUBECONFIG='$(PLANE_KUBECONFIG)' $(CARGO) bench --locked --bench scale
 

@@ -11,7 +11,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -242,11 +242,15 @@ pub async fn run(
 fn tenant_controller(watches: &Watches) -> Controller<TelemetryTenant> {
     let tenants = &watches.tenants;
     let (by_collector, by_secret) = (tenants.store.clone(), tenants.store.clone());
+    let verdicts = triggers::CollectorVerdicts::default();
+    let collectors = watches.collectors.store.clone();
     Controller::for_shared_stream(tenants.subscribe(), tenants.store.clone())
         .with_config(ControllerConfig::default().concurrency(8))
         .owns_shared_stream(watches.managed_secrets.subscribe())
         .watches_shared_stream(watches.collectors.subscribe(), move |collector| {
-            triggers::tenants_of_collector(&by_collector.state(), &collector)
+            // The cache drops a deleted collector before its last state reaches us.
+            let exists = collectors.get(&ObjectRef::from_obj(&*collector)).is_some();
+            verdicts.tenants_to_requeue(&by_collector.state(), &collector, exists)
         })
         .watches_shared_stream(watches.user_secrets.subscribe(), move |secret| {
             let namespace = secret.namespace();

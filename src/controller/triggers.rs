@@ -22,6 +22,7 @@
 //! connection string, or the platform's or storage's, changes. The pod template also follows
 //! the collector's `image`, `resources` and the operator's `--collector-image`.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Secret;
@@ -42,6 +43,104 @@ pub fn collectors_of_tenant(
         .filter(|c| collector_considers(c, tenant))
         .map(|c| ObjectRef::from_obj(&**c))
         .collect()
+}
+
+/// What a collector's status says about each tenant it lists, by tenant id (routed,
+/// excluded) or TelemetryTenant name (rejected).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Verdicts {
+    generation: Option<i64>,
+    by_id: BTreeMap<String, String>,
+    by_name: BTreeMap<String, String>,
+}
+
+impl Verdicts {
+    pub fn of(collector: &RegionalCollector) -> Self {
+        let mut verdicts = Verdicts {
+            generation: collector.metadata.generation,
+            ..Verdicts::default()
+        };
+        if let Some(status) = &collector.status {
+            for id in &status.routed_tenants {
+                verdicts.by_id.insert(id.clone(), "routed".into());
+            }
+            for e in &status.excluded_tenants {
+                verdicts.by_id.insert(e.tenant_id.clone(), e.reason.clone());
+            }
+            for r in &status.rejected_tenants {
+                verdicts
+                    .by_name
+                    .insert(r.name.clone(), format!("{}: {}", r.reason, r.message));
+            }
+            // A shard's endpoint is part of what a tenant reports.
+            for shard in &status.shards {
+                verdicts
+                    .by_id
+                    .entry(format!("shard/{}", shard.index))
+                    .or_default();
+            }
+        }
+        verdicts
+    }
+
+    /// Tenant ids and names whose verdict differs between `self` and `next`.
+    fn changed(&self, next: &Verdicts) -> (BTreeSet<String>, BTreeSet<String>) {
+        fn diff(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) -> BTreeSet<String> {
+            let mut changed: BTreeSet<String> = a
+                .iter()
+                .filter(|(k, v)| b.get(*k) != Some(*v))
+                .map(|(k, _)| k.clone())
+                .collect();
+            changed.extend(b.keys().filter(|k| !a.contains_key(*k)).cloned());
+            changed
+        }
+        (
+            diff(&self.by_id, &next.by_id),
+            diff(&self.by_name, &next.by_name),
+        )
+    }
+}
+
+/// Remembers what each collector's status said, so that a status change requeues only the
+/// tenants whose verdict changed: with thousands of tenants, requeueing every tenant at every
+/// collector status change kept the API server busy with reconciles that changed nothing.
+#[derive(Default)]
+pub struct CollectorVerdicts(std::sync::Mutex<BTreeMap<(Option<String>, String), Verdicts>>);
+
+impl CollectorVerdicts {
+    /// The tenants to requeue for this collector change: all it considers when it is new to
+    /// this process, its spec changed or it was deleted (`exists` false), else those whose
+    /// verdict changed.
+    pub fn tenants_to_requeue(
+        &self,
+        tenants: &[Arc<TelemetryTenant>],
+        collector: &RegionalCollector,
+        exists: bool,
+    ) -> Vec<ObjectRef<TelemetryTenant>> {
+        let next = Verdicts::of(collector);
+        let key = (collector.namespace(), collector.name_any());
+        let previous = {
+            let mut memo = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            if exists {
+                memo.insert(key, next.clone())
+            } else {
+                memo.remove(&key);
+                None
+            }
+        };
+        match previous {
+            Some(previous) if previous.generation == next.generation => {
+                let (ids, names) = previous.changed(&next);
+                tenants
+                    .iter()
+                    .filter(|t| t.namespace() == collector.namespace())
+                    .filter(|t| ids.contains(&t.spec.tenant_id) || names.contains(&t.name_any()))
+                    .map(|t| ObjectRef::from_obj(&**t))
+                    .collect()
+            }
+            _ => tenants_of_collector(tenants, collector),
+        }
+    }
 }
 
 /// A collector's change (its status above all) may change the Routed condition of the
@@ -219,6 +318,50 @@ mod tests {
             .map(|r| r.name)
             .collect();
         assert_eq!(requeued, ["acme", "initech"]);
+    }
+
+    #[test]
+    fn a_status_change_requeues_only_the_tenants_whose_verdict_changed() {
+        let memo = CollectorVerdicts::default();
+        let tenants: Vec<Arc<TelemetryTenant>> = ["acme", "globex", "initech"]
+            .iter()
+            .map(|n| Arc::new(tenant(n, &["westeurope"])))
+            .collect();
+        let mut eu = (*collector("eu", "westeurope", None)).clone();
+        eu.metadata.generation = Some(1);
+        let names = |refs: Vec<ObjectRef<TelemetryTenant>>| -> Vec<String> {
+            refs.into_iter().map(|r| r.name).collect()
+        };
+        // First sight: everyone it considers.
+        assert_eq!(
+            names(memo.tenants_to_requeue(&tenants, &eu, true)),
+            ["acme", "globex", "initech"]
+        );
+        eu.status = Some(crate::api::RegionalCollectorStatus {
+            routed_tenants: vec!["acme".into()],
+            ..Default::default()
+        });
+        assert_eq!(
+            names(memo.tenants_to_requeue(&tenants, &eu, true)),
+            ["acme"]
+        );
+        // Nothing changed: no one.
+        assert!(memo.tenants_to_requeue(&tenants, &eu, true).is_empty());
+        if let Some(status) = eu.status.as_mut() {
+            status.routed_tenants.push("globex".into());
+        }
+        assert_eq!(
+            names(memo.tenants_to_requeue(&tenants, &eu, true)),
+            ["globex"]
+        );
+        // A spec change: everyone again.
+        eu.metadata.generation = Some(2);
+        assert_eq!(names(memo.tenants_to_requeue(&tenants, &eu, true)).len(), 3);
+        // Deleted (its last state, unchanged): everyone it considered.
+        assert_eq!(
+            names(memo.tenants_to_requeue(&tenants, &eu, false)).len(),
+            3
+        );
     }
 
     #[test]
