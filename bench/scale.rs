@@ -1,5 +1,5 @@
 //! Many tenants on the local plane: how long until every tenant is Ready after the last one is
-//! created, how many configurations each shard rolled out, the operator's peak memory and the
+//! created, how many rollouts each shard went through, the operator's peak memory and the
 //! largest shard configuration. Runs the release `telemux` binary against the plane named by
 //! `TELEMUX_TEST_KUBECONFIG` (`make cluster-up`), scoped to a namespace of its own.
 //!
@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
-use k8s_openapi::api::events::v1::Event;
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -130,36 +130,23 @@ async fn wait_ready(api: Api<TelemetryTenant>, tenants: usize, deadline: Instant
     ready.len()
 }
 
-/// Configurations rolled out per shard after its first (from the operator's `ConfigRendered`
-/// events, one per new configuration of a shard), and the largest shard configuration in KiB.
-/// ControllerRevisions would undercount: a template changed twice before the StatefulSet
-/// controller syncs leaves one revision.
-async fn shard_figures(client: &Client, namespace: &str) -> (BTreeMap<String, usize>, usize) {
-    let events: Api<Event> = Api::namespaced(client.clone(), namespace);
+/// Rollouts per shard after its first configuration (its StatefulSet's generation less one:
+/// telemux changes a shard's spec only through the pod template's config and Secret hashes),
+/// and the largest shard configuration in KiB. Events would not do: kube's recorder folds a
+/// collector's `ConfigRendered` events of all shards into one series.
+async fn shard_figures(client: &Client, namespace: &str) -> (BTreeMap<String, i64>, usize) {
+    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
     let maps: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
-    let mut rendered: BTreeMap<String, usize> = BTreeMap::new();
-    for event in events
+    let rollouts = sets
         .list(&ListParams::default())
         .await
-        .expect("events")
+        .expect("statefulsets")
         .items
-    {
-        if event.reason.as_deref() != Some("ConfigRendered") {
-            continue;
-        }
-        let shard = event
-            .note
-            .as_deref()
-            .and_then(|n| n.rsplit_once("(shard ")?.1.strip_suffix(')'));
-        let collector = event.regarding.as_ref().and_then(|r| r.name.as_deref());
-        let times = event.series.as_ref().map_or(1, |s| s.count.max(1) as usize);
-        if let (Some(collector), Some(shard)) = (collector, shard) {
-            *rendered.entry(format!("{collector}/{shard}")).or_default() += times;
-        }
-    }
-    let rollouts = rendered
         .into_iter()
-        .map(|(s, n)| (s, n.saturating_sub(1)))
+        .map(|s| {
+            let rollouts = s.metadata.generation.unwrap_or(1) - 1;
+            (s.metadata.name.unwrap_or_default(), rollouts)
+        })
         .collect();
     let largest = maps
         .list(&ListParams::default())
