@@ -1,7 +1,9 @@
-//! Reconciles a RegionalCollector: observe (its tenants, their Secrets, the Secrets its spec
-//! names, its StatefulSet) → platform credential → plan, render and check (`check`) → apply
-//! ConfigMap and Secret, then the StatefulSet carrying their hashes, then the Service → status.
-//! What rolls the collector's pods is in `crate::controller::triggers`.
+//! Reconciles a RegionalCollector: observe (its tenants, their Secrets and recorded shards, the
+//! Secrets its spec names, its StatefulSets) → platform credential → plan the region and assign
+//! shards (`crate::pipeline::shards`), recording new assignments first → per shard: plan,
+//! render and check (`check`), then apply ConfigMap and Secret, the StatefulSet carrying their
+//! hashes, the Service and the PodDisruptionBudget → remove emptied shards → status. What rolls
+//! a shard's pods is in `crate::controller::triggers`.
 
 pub mod check;
 pub mod decide;
