@@ -638,7 +638,8 @@ async fn a_reconcile_without_change_writes_nothing() {
     env.wait_settled("westeurope").await;
     let before = env.resource_version_map("westeurope").await;
 
-    // Touch both resources without changing their specs: every controller reconciles again.
+    // Touch the collector and both tenants without changing their specs: every controller
+    // reconciles again.
     let collectors_before = env.operator.metrics.reconciliations_of("collector");
     let tenants_before = env.operator.metrics.reconciliations_of("tenant");
     let poke = json!({ "metadata": { "annotations": { "example.com/poke": "1" } } });
@@ -647,12 +648,16 @@ async fn a_reconcile_without_change_writes_nothing() {
         .patch("westeurope", &PatchParams::default(), &Patch::Merge(&poke))
         .await
         .unwrap();
-    let poked = env
-        .ns
-        .api::<TelemetryTenant>()
-        .patch("acme", &PatchParams::default(), &Patch::Merge(&poke))
-        .await
-        .unwrap();
+    let mut poked = BTreeMap::new();
+    for tenant in ["acme", "globex"] {
+        let answer = env
+            .ns
+            .api::<TelemetryTenant>()
+            .patch(tenant, &PatchParams::default(), &Patch::Merge(&poke))
+            .await
+            .unwrap();
+        poked.insert(format!("tenant/{tenant}"), answer.resource_version());
+    }
     eventually("both controllers to reconcile again", WAIT, || async {
         let c = env.operator.metrics.reconciliations_of("collector");
         let t = env.operator.metrics.reconciliations_of("tenant");
@@ -661,11 +666,13 @@ async fn a_reconcile_without_change_writes_nothing() {
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = env.resource_version_map("westeurope").await;
-    // The annotation gave acme the resourceVersion the poke answered with; a status write by
-    // the reconcile that followed would have moved it again. Everything else stayed.
+    // The annotation gave each tenant the resourceVersion the poke answered with; a status
+    // write by the reconcile that followed would have moved it again. Everything else stayed.
     let mut expected = before;
-    let acme = expected.insert("tenant/acme".into(), poked.resource_version());
-    assert!(acme.is_some(), "acme is compared, not dropped");
+    for (tenant, version) in poked {
+        let compared = expected.insert(tenant.clone(), version);
+        assert!(compared.is_some(), "{tenant} is compared, not dropped");
+    }
     assert_eq!(expected, after);
     env.teardown().await;
 }
