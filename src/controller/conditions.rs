@@ -96,6 +96,24 @@ pub fn ready(others: &[Decided], ready_reason: &str, ready_message: &str) -> Dec
     }
 }
 
+/// The next condition list of a resource: `decided`, with `Ready` summarising those for which
+/// `blocks` holds, merged into `previous` (transition times kept where nothing changed).
+pub fn with_ready(
+    previous: &[Condition],
+    mut decided: Vec<Decided>,
+    blocks: impl Fn(&Decided) -> bool,
+    ready_message: &str,
+    generation: Option<i64>,
+) -> Vec<Condition> {
+    let blocking: Vec<Decided> = decided.iter().filter(|d| blocks(d)).cloned().collect();
+    decided.push(ready(
+        &blocking,
+        crate::api::reasons::READY.name,
+        ready_message,
+    ));
+    merge(previous, decided, generation)
+}
+
 /// Did a condition of this type change status or reason (worth an event)?
 pub fn transitioned(previous: &[Condition], next: &Condition) -> bool {
     !previous

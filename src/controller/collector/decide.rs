@@ -10,7 +10,7 @@ use crate::api::collector::ShardStatus;
 use crate::api::condition_types::{AVAILABLE, CONFIG_VALID};
 use crate::api::reasons::{self, Reason};
 use crate::api::{RegionalCollector, RegionalCollectorStatus};
-use crate::controller::conditions::{Decided, Status, merge, ready};
+use crate::controller::conditions::{Decided, Status, with_ready};
 use crate::pipeline::shards::ShardIndex;
 use crate::pipeline::{CollectorPlan, CollectorSources, RenderedConfig, TenantSource};
 
@@ -336,25 +336,21 @@ pub fn available(collector: &RegionalCollector, workload: Option<&StatefulSet>) 
 /// stored one. Unknown validity (no validator) does not block readiness; a rejected config does.
 pub fn status(
     collector: &RegionalCollector,
-    mut decided: Vec<Decided>,
+    decided: Vec<Decided>,
     mut status: RegionalCollectorStatus,
 ) -> Option<RegionalCollectorStatus> {
-    let blocking: Vec<Decided> = decided
-        .iter()
-        .filter(|d| d.status != Status::Unknown)
-        .cloned()
-        .collect();
-    decided.push(ready(
-        &blocking,
-        reasons::READY.name,
-        "the collector serves its tenants",
-    ));
     let previous = collector
         .status
         .as_ref()
         .map(|s| s.conditions.as_slice())
         .unwrap_or_default();
-    status.conditions = merge(previous, decided, collector.metadata.generation);
+    status.conditions = with_ready(
+        previous,
+        decided,
+        |d| d.status != Status::Unknown,
+        "the collector serves its tenants",
+        collector.metadata.generation,
+    );
     (collector.status.as_ref() != Some(&status)).then_some(status)
 }
 

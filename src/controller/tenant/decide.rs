@@ -14,7 +14,7 @@ use crate::api::tenant::TenantEndpoint;
 use crate::api::{RegionalCollector, SecretKeyRef, TelemetryTenant, TelemetryTenantStatus};
 use crate::azure::AzureError;
 use crate::connection_string::ConnectionString;
-use crate::controller::conditions::{Decided, Status, merge, ready};
+use crate::controller::conditions::{Decided, Status, with_ready};
 use crate::controller::io::SecretLookup;
 use crate::controller::provision::Provisioned;
 use crate::controller::retry::{ProvisionTimings, azure_failure};
@@ -367,18 +367,18 @@ pub fn status(
     decided: Vec<Decided>,
     mut status: TelemetryTenantStatus,
 ) -> Option<TelemetryTenantStatus> {
-    let mut decided = decided;
-    decided.push(ready(
-        &decided,
-        reasons::READY.name,
-        "telemetry is routed to the tenant's Application Insights",
-    ));
     let previous = tenant
         .status
         .as_ref()
         .map(|s| s.conditions.as_slice())
         .unwrap_or_default();
-    status.conditions = merge(previous, decided, tenant.metadata.generation);
+    status.conditions = with_ready(
+        previous,
+        decided,
+        |_| true,
+        "telemetry is routed to the tenant's Application Insights",
+        tenant.metadata.generation,
+    );
     (tenant.status.as_ref() != Some(&status)).then_some(status)
 }
 
