@@ -2,7 +2,9 @@
 //! watched once: one shared reflector per kind feeds its cache and every controller that
 //! reacts to it. What requeues what is decided in `crate::controller::triggers`.
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
@@ -19,7 +21,8 @@ use serde::de::DeserializeOwned;
 use crate::api::{RegionalCollector, TelemetryTenant};
 use crate::controller::triggers;
 use crate::controller::{self, Context, Settings, Stores};
-use crate::resources::LABEL_MANAGED_BY;
+use crate::resources::collector::SHARD_RECORD_COMPONENT;
+use crate::resources::{LABEL_COMPONENT, LABEL_MANAGED_BY};
 use crate::server::{Health, Readiness};
 
 /// Which namespaces telemux serves.
@@ -57,6 +60,10 @@ struct SharedWatch<K: Resource<DynamicType = ()> + Clone + 'static> {
     touched: async_broadcast::Sender<Arc<K>>,
     /// Keeps the channel open while no subscriber is active.
     _idle: async_broadcast::InactiveReceiver<Arc<K>>,
+    /// True once the cache holds its first full list. (`Store::wait_until_ready` wakes only
+    /// one of several waiters: a reconcile waiting on it next to the readiness report once
+    /// waited forever.)
+    synced: tokio::sync::watch::Sender<bool>,
 }
 
 impl<K> SharedWatch<K>
@@ -84,6 +91,7 @@ where
             writer,
             touched,
             _idle: idle.deactivate(),
+            synced: tokio::sync::watch::Sender::new(false),
         }
     }
 
@@ -93,8 +101,8 @@ where
 
     /// Resolves to true once the cache holds its first full list.
     fn synced(&self) -> BoxFuture<'static, bool> {
-        let store = self.store.clone();
-        async move { store.wait_until_ready().await.is_ok() }.boxed()
+        let mut synced = self.synced.subscribe();
+        async move { synced.wait_for(|synced| *synced).await.is_ok() }.boxed()
     }
 
     /// Drives the watch into the cache and its subscribers until the stream ends.
@@ -102,8 +110,13 @@ where
         self,
         events: impl Stream<Item = watcher::Result<watcher::Event<K>>> + Send + 'static,
     ) -> impl Future<Output = ()> + Send {
-        let touched = self.touched;
+        let (touched, synced) = (self.touched, self.synced);
         reflector::reflector(self.writer, events.default_backoff())
+            .inspect(move |event| {
+                if let Ok(watcher::Event::InitDone) = event {
+                    synced.send_replace(true); // the reflector has swapped in the full list
+                }
+            })
             .touched_objects()
             .for_each(move |object| {
                 let touched = touched.clone();
@@ -127,6 +140,10 @@ struct Watches {
     /// Secrets named by a spec (existing connection strings, storage, platform) are the
     /// users': their metadata is enough to notice a change, and their data is never cached.
     user_secrets: SharedWatch<PartialObjectMeta<Secret>>,
+    /// Which tenants each shard serves (`resources::collector::shard_record`).
+    shard_records: SharedWatch<ConfigMap>,
+    /// True once every cache above holds its first full list.
+    all_synced: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl Watches {
@@ -136,6 +153,8 @@ impl Watches {
             collectors: SharedWatch::new(),
             managed_secrets: SharedWatch::new(),
             user_secrets: SharedWatch::new(),
+            shard_records: SharedWatch::new(),
+            all_synced: Arc::new(tokio::sync::watch::Sender::new(false)),
         }
     }
 
@@ -144,16 +163,21 @@ impl Watches {
             tenants: self.tenants.store.clone(),
             collectors: self.collectors.store.clone(),
             managed_secrets: self.managed_secrets.store.clone(),
+            user_secrets: self.user_secrets.store.clone(),
+            shard_records: self.shard_records.store.clone(),
+            synced: self.all_synced.subscribe(),
         }
     }
 
     /// Turns `health` to serving once every cache has its first full list, then stays pending.
     fn report_synced(&self, health: Arc<Health>) -> impl Future<Output = ()> + use<> {
+        let all_synced = self.all_synced.clone();
         let caches = [
             self.tenants.synced(),
             self.collectors.synced(),
             self.managed_secrets.synced(),
             self.user_secrets.synced(),
+            self.shard_records.synced(),
         ];
         async move {
             if futures::future::join_all(caches)
@@ -161,6 +185,7 @@ impl Watches {
                 .into_iter()
                 .all(|synced| synced)
             {
+                all_synced.send_replace(true);
                 health.set(Readiness::Serving);
                 tracing::info!("watch caches synced");
             }
@@ -172,17 +197,58 @@ impl Watches {
     async fn drive(self, client: Client, scope: Scope) {
         let managed = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}=telemux"));
         let all = watcher::Config::default();
-        let user_secrets = watcher(scope.api::<PartialObjectMeta<Secret>>(&client), all.clone())
-            .modify(|s| s.managed_fields_mut().clear());
-        futures::future::join4(
-            self.tenants.drive(watcher(scope.api(&client), all.clone())),
-            self.collectors.drive(watcher(scope.api(&client), all)),
+        // Users' Secrets only: telemux's own thousands are in `managed_secrets`.
+        let users = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}!=telemux"));
+        let user_secrets = watcher(scope.api::<PartialObjectMeta<Secret>>(&client), users);
+        let records = watcher::Config::default().labels(&format!(
+            "{LABEL_MANAGED_BY}=telemux,{LABEL_COMPONENT}={SHARD_RECORD_COMPONENT}"
+        ));
+        futures::future::join5(
+            self.tenants
+                .drive(lean(watcher(scope.api(&client), all.clone()))),
+            self.collectors
+                .drive(lean(watcher(scope.api(&client), all))),
             self.managed_secrets
-                .drive(watcher(scope.api(&client), managed)),
-            self.user_secrets.drive(user_secrets),
+                .drive(lean(watcher(scope.api(&client), managed))),
+            self.user_secrets.drive(lean(user_secrets)),
+            self.shard_records
+                .drive(lean(watcher(scope.api(&client), records))),
         )
         .await;
     }
+}
+
+/// A collector's children of one kind, as a trigger only: their metadata (the owner reference)
+/// is all the controller needs, and the shards' configurations are hundreds of KiB each.
+fn children<K>(
+    client: &Client,
+    scope: &Scope,
+    config: &watcher::Config,
+) -> impl Stream<Item = watcher::Result<PartialObjectMeta<K>>> + Send + 'static
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    watcher(scope.api::<PartialObjectMeta<K>>(client), config.clone()).touched_objects()
+}
+
+/// What no reconcile reads, dropped before it reaches a cache: managed fields (often as large
+/// as the object) and kubectl's copy of the last applied object. At thousands of tenants and
+/// twice as many Secrets they were a good part of the operator's memory.
+fn lean<K: Resource + Send + 'static>(
+    events: impl Stream<Item = watcher::Result<watcher::Event<K>>> + Send + 'static,
+) -> impl Stream<Item = watcher::Result<watcher::Event<K>>> + Send + 'static {
+    events.modify(|object| {
+        object.managed_fields_mut().clear();
+        object
+            .annotations_mut()
+            .remove("kubectl.kubernetes.io/last-applied-configuration");
+    })
 }
 
 /// Runs both controllers until `shutdown` resolves. `health` turns
@@ -238,19 +304,28 @@ pub async fn run(
     tracing::info!("telemux controllers stopped");
 }
 
+/// Tenant reconciles at once. Each waits on a handful of API requests in turn, so a burst of
+/// new tenants goes as fast as the API server answers only with many in flight; a tenant whose
+/// Azure call is slow holds only its own slot.
+const TENANT_CONCURRENCY: u16 = 32;
+
 /// Tenants: their own changes, their Secrets, the user Secrets they name, and collectors.
 fn tenant_controller(watches: &Watches) -> Controller<TelemetryTenant> {
     let tenants = &watches.tenants;
     let (by_collector, by_secret) = (tenants.store.clone(), tenants.store.clone());
     let verdicts = triggers::CollectorVerdicts::default();
     let collectors = watches.collectors.store.clone();
-    Controller::for_shared_stream(tenants.subscribe(), tenants.store.clone())
-        .with_config(ControllerConfig::default().concurrency(8))
+    let changes = beyond_status(tenants.subscribe(), tenants.store.clone());
+    Controller::for_shared_stream(changes, tenants.store.clone())
+        .with_config(ControllerConfig::default().concurrency(TENANT_CONCURRENCY))
         .owns_shared_stream(watches.managed_secrets.subscribe())
         .watches_shared_stream(watches.collectors.subscribe(), move |collector| {
             // The cache drops a deleted collector before its last state reaches us.
             let exists = collectors.get(&ObjectRef::from_obj(&*collector)).is_some();
             verdicts.tenants_to_requeue(&by_collector.state(), &collector, exists)
+        })
+        .watches_shared_stream(watches.shard_records.subscribe(), |record| {
+            triggers::tenants_of_shard_record(&record)
         })
         .watches_shared_stream(watches.user_secrets.subscribe(), move |secret| {
             let namespace = secret.namespace();
@@ -260,6 +335,42 @@ fn tenant_controller(watches: &Watches) -> Controller<TelemetryTenant> {
                 &secret.name_any(),
             )
         })
+}
+
+/// The tenants whose spec, labels, annotations, finalizers or deletion changed, and any seen
+/// for the first time. Their status is telemux's own: without this, every status write ran
+/// the tenant's reconcile once more, which at thousands of tenants was most of the operator's
+/// requests. (kube's `predicate_filter` works on watcher streams, not shared ones.) A deleted
+/// tenant's last state looks unchanged and is dropped: there is nothing left to reconcile.
+fn beyond_status(
+    touched: impl Stream<Item = Arc<TelemetryTenant>> + Send + 'static,
+    store: Store<TelemetryTenant>,
+) -> impl Stream<Item = Arc<TelemetryTenant>> + Send + 'static {
+    let mut seen: HashMap<ObjectRef<TelemetryTenant>, u64> = HashMap::new();
+    let mut events = 0_u64;
+    touched.filter(move |tenant| {
+        let meta = &tenant.metadata;
+        let fingerprint = hash_of(&(
+            meta.generation,
+            &meta.labels,
+            &meta.annotations,
+            &meta.finalizers,
+            meta.deletion_timestamp.is_some(),
+        ));
+        let pass = seen.insert(ObjectRef::from_obj(&**tenant), fingerprint) != Some(fingerprint);
+        // Now and then, forget deleted tenants (the cache holds every live one).
+        events += 1;
+        if events.is_multiple_of(4096) && !store.is_empty() {
+            seen.retain(|key, _| store.get(key).is_some());
+        }
+        futures::future::ready(pass)
+    })
+}
+
+fn hash_of(value: &impl Hash) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    value.hash(&mut hasher);
+    hasher.finish()
 }
 
 /// Collectors: their own changes, their children, their tenants and all those Secrets.
@@ -281,9 +392,9 @@ fn collector_controller(
     let tenants = watches.tenants.store.clone();
     Controller::for_shared_stream(collectors.subscribe(), collectors.store.clone())
         .with_config(config)
-        .owns(scope.api::<ConfigMap>(client), managed.clone())
-        .owns(scope.api::<StatefulSet>(client), managed.clone())
-        .owns(scope.api::<Service>(client), managed)
+        .owns_stream(children::<ConfigMap>(client, scope, &managed))
+        .owns_stream(children::<StatefulSet>(client, scope, &managed))
+        .owns_stream(children::<Service>(client, scope, &managed))
         .watches_shared_stream(watches.managed_secrets.subscribe(), move |secret| {
             triggers::collectors_of_managed_secret(&c1.state(), &tenants.state(), &secret)
         })
@@ -298,4 +409,57 @@ fn collector_controller(
                 &secret.name_any(),
             )
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tenant(generation: i64, status_reason: &str) -> TelemetryTenant {
+        let mut tenant: TelemetryTenant = serde_json::from_value(serde_json::json!({
+            "apiVersion": "telemux.io/v1alpha1", "kind": "TelemetryTenant",
+            "metadata": { "name": "acme", "namespace": "tenants", "generation": generation },
+            "spec": { "tenantId": "acme", "regions": ["westeurope"],
+                      "applicationInsights": { "existing": { "connectionStringSecretRef":
+                          { "name": "ai", "key": "connection-string" } } } },
+        }))
+        .unwrap();
+        tenant.status = Some(
+            serde_json::from_value(serde_json::json!({
+                "conditions": [{ "type": "Ready", "status": "False", "reason": status_reason,
+                                 "message": "", "lastTransitionTime": "2026-12-02T10:00:00Z" }]
+            }))
+            .unwrap(),
+        );
+        tenant
+    }
+
+    #[tokio::test]
+    async fn a_tenant_reconciles_on_a_change_beyond_its_status_only() {
+        // The cache is still empty, as while its first list is loading: a tenant is passed all
+        // the same (it once was taken for deleted).
+        let store = reflector::store::Writer::<TelemetryTenant>::default().as_reader();
+        let first = tenant(1, "Pending");
+        let status_only = tenant(1, "Ready");
+        let mut annotated = tenant(1, "Ready");
+        annotated.metadata.annotations = Some([("poke".to_owned(), "1".to_owned())].into());
+        let spec_changed = tenant(2, "Ready");
+        let touched = [
+            first,
+            status_only,
+            annotated.clone(),
+            annotated,
+            spec_changed,
+        ]
+        .into_iter()
+        .map(Arc::new);
+        let passed: Vec<_> = beyond_status(futures::stream::iter(touched), store)
+            .collect()
+            .await;
+        let seen: Vec<_> = passed
+            .iter()
+            .map(|t| (t.metadata.generation, t.metadata.annotations.is_some()))
+            .collect();
+        assert_eq!(seen, [(Some(1), false), (Some(1), true), (Some(2), false)]);
+    }
 }

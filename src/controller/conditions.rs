@@ -114,6 +114,21 @@ pub fn with_ready(
     merge(previous, decided, generation)
 }
 
+/// A status's content, whatever its conditions' transition times: a status decided again
+/// from a cache that lags behind the last write differs from it only in those.
+pub fn fingerprint(status: &impl serde::Serialize) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut value = serde_json::to_value(status).unwrap_or_default();
+    if let Some(conditions) = value.get_mut("conditions").and_then(|c| c.as_array_mut()) {
+        for condition in conditions.iter_mut().filter_map(|c| c.as_object_mut()) {
+            condition.remove("lastTransitionTime");
+        }
+    }
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    value.to_string().hash(&mut hasher);
+    hasher.finish()
+}
+
 /// Did a condition of this type change status or reason (worth an event)?
 pub fn transitioned(previous: &[Condition], next: &Condition) -> bool {
     !previous
@@ -136,6 +151,25 @@ pub fn warnings<'a>(previous: &[Condition], next: &'a [Condition]) -> Vec<&'a Co
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fingerprint_ignores_transition_times_only() {
+        let at = |t: &str| {
+            serde_json::json!({ "conditions": [
+            { "type": "Ready", "status": "True", "reason": "Ready", "lastTransitionTime": t }
+        ], "observedGeneration": 2 })
+        };
+        assert_eq!(
+            fingerprint(&at("2026-12-02T10:00:00Z")),
+            fingerprint(&at("2026-12-02T11:00:00Z"))
+        );
+        let mut other = at("2026-12-02T10:00:00Z");
+        other["observedGeneration"] = 3.into();
+        assert_ne!(
+            fingerprint(&at("2026-12-02T10:00:00Z")),
+            fingerprint(&other)
+        );
+    }
 
     #[test]
     fn unchanged_conditions_keep_their_transition_time() {

@@ -5,13 +5,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::Client;
+use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 
 use super::collector::check::CachedValidator;
-use super::io::secret_value;
+use super::io::{SecretLookup, secret_value};
 use super::provision::AzureComponents;
 use super::retry::ProvisionTimings;
 use crate::api::{RegionalCollector, TelemetryTenant};
@@ -33,10 +34,20 @@ pub struct Context {
     pub rollouts: Rollouts,
     /// Provisioned components verified in Azure recently.
     pub verified_components: VerifiedComponents,
-    /// Shard assignments this process recorded, until the Secret cache shows them.
-    pub shard_records: ShardRecords,
+    /// The records of which tenants each shard serves (`resources::collector::shard_record`).
+    pub shard_records: Store<ConfigMap>,
+    /// Shard assignments this process recorded, until `shard_records` shows them.
+    pub unseen_assignments: UnseenAssignments,
+    /// True once every cache holds its first full list.
+    caches_synced: tokio::sync::watch::Receiver<bool>,
     /// Each collector's burst of triggers, for `Settings::collector_debounce`.
     pub collector_pacing: Pacing,
+    /// Metadata of every Secret in scope (their resourceVersions), from a watch.
+    pub user_secrets: Store<PartialObjectMeta<Secret>>,
+    /// Keys of users' Secrets read before, by resourceVersion.
+    pub user_secret_values: UserSecretValues,
+    /// Statuses written but perhaps not yet in the cache.
+    pub sent_statuses: SentStatuses,
 }
 
 /// Tunables of the controllers.
@@ -76,6 +87,10 @@ pub struct Stores {
     pub tenants: Store<TelemetryTenant>,
     pub collectors: Store<RegionalCollector>,
     pub managed_secrets: Store<Secret>,
+    pub user_secrets: Store<PartialObjectMeta<Secret>>,
+    pub shard_records: Store<ConfigMap>,
+    /// True once every store above holds its first full list.
+    pub synced: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Context {
@@ -112,17 +127,42 @@ impl Context {
             validator,
             rollouts: Rollouts::default(),
             verified_components: VerifiedComponents::default(),
-            shard_records: ShardRecords::default(),
+            shard_records: stores.shard_records,
+            unseen_assignments: UnseenAssignments::default(),
+            caches_synced: stores.synced,
             collector_pacing: Pacing::default(),
+            user_secrets: stores.user_secrets,
+            user_secret_values: UserSecretValues::default(),
+            sent_statuses: SentStatuses::default(),
         })
+    }
+
+    /// Waits until every cache a reconcile reads holds its first full list: a collector
+    /// reconciled against an empty tenant cache would drop every shard and record. False
+    /// only when the watches are gone (shutdown).
+    pub async fn caches_ready(&self) -> bool {
+        let mut synced = self.caches_synced.clone();
+        synced.wait_for(|synced| *synced).await.is_ok()
+    }
+
+    /// A Secret telemux wrote, from the watch cache.
+    pub fn managed_secret(&self, namespace: &str, name: &str) -> Option<Arc<Secret>> {
+        self.managed_secrets
+            .get(&ObjectRef::new(name).within(namespace))
+    }
+
+    /// A Secret's resourceVersion, from the metadata watch.
+    pub fn secret_version(&self, namespace: &str, name: &str) -> Option<String> {
+        self.user_secrets
+            .get(&ObjectRef::new(name).within(namespace))?
+            .metadata
+            .resource_version
+            .clone()
     }
 
     /// A managed Secret's key, from the watch cache.
     pub fn managed_secret_value(&self, namespace: &str, name: &str, key: &str) -> Option<String> {
-        let secret = self
-            .managed_secrets
-            .get(&ObjectRef::new(name).within(namespace))?;
-        secret_value(&secret, key)
+        secret_value(&*self.managed_secret(namespace, name)?, key)
     }
 }
 
@@ -166,13 +206,12 @@ impl VerifiedComponents {
     }
 }
 
-/// Shard assignments this process recorded on tenants' Secrets. The Secret cache may not show
-/// an annotation just written, and assigning that tenant again could move it: what was
-/// recorded here fills in what the cache does not show yet.
+/// Shard assignments this process recorded, until the records' cache shows them. Assigning
+/// a tenant again because the cache lags behind could give it another shard.
 #[derive(Default)]
-pub struct ShardRecords(Mutex<HashMap<(String, String, String), u32>>);
+pub struct UnseenAssignments(Mutex<HashMap<(String, String, String), u32>>);
 
-impl ShardRecords {
+impl UnseenAssignments {
     fn key(collector: &RegionalCollector, tenant: &str) -> (String, String, String) {
         use kube::ResourceExt;
         (
@@ -183,12 +222,12 @@ impl ShardRecords {
     }
 
     pub fn note(&self, collector: &RegionalCollector, tenant: &str, shard: u32) {
-        let mut records = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        records.insert(Self::key(collector, tenant), shard);
+        let mut unseen = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        unseen.insert(Self::key(collector, tenant), shard);
     }
 
     /// Adds to `recorded` (tenant → shard, from the cache) what this process recorded and the
-    /// cache does not show yet.
+    /// cache does not show yet, and forgets what it shows now.
     pub fn fill(
         &self,
         collector: &RegionalCollector,
@@ -199,12 +238,103 @@ impl ShardRecords {
             collector.namespace().unwrap_or_default(),
             collector.name_any(),
         );
-        let records = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        for ((ns, c, tenant), shard) in records.iter() {
-            if ns == &namespace && c == &name {
-                recorded.entry(tenant.clone()).or_insert(*shard);
+        let mut unseen = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        unseen.retain(|(ns, c, tenant), shard| {
+            if ns != &namespace || c != &name {
+                return true;
             }
+            if recorded.get(tenant) == Some(shard) {
+                return false; // the cache caught up
+            }
+            recorded.entry(tenant.clone()).or_insert(*shard);
+            true
+        });
+    }
+}
+
+/// What a key of a user's Secret held at a resourceVersion. The watch of users' Secrets
+/// carries metadata only (their data is not telemux's to cache whole), so without this every
+/// reconcile of a tenant would read its connection string's Secret again; now only a changed
+/// Secret is read.
+#[derive(Default)]
+pub struct UserSecretValues(Mutex<HashMap<SecretKeyId, (String, SecretLookup)>>);
+
+/// A key of a Secret: namespace, name, key.
+type SecretKeyId = (String, String, String);
+
+impl UserSecretValues {
+    pub fn get(
+        &self,
+        namespace: &str,
+        name: &str,
+        key: &str,
+        version: &str,
+    ) -> Option<SecretLookup> {
+        let values = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let (seen, lookup) = values.get(&(namespace.into(), name.into(), key.into()))?;
+        (seen == version).then(|| lookup.clone())
+    }
+
+    /// Remembers what the key held at `version`; `None` (the Secret is gone) forgets it.
+    pub fn remember(
+        &self,
+        namespace: &str,
+        name: &str,
+        key: &str,
+        read: Option<(String, SecretLookup)>,
+    ) {
+        let mut values = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let id = (namespace.to_owned(), name.to_owned(), key.to_owned());
+        match read {
+            Some(read) => values.insert(id, read),
+            None => values.remove(&id),
+        };
+    }
+}
+
+/// How long a written status is assumed to be on its way into the cache.
+const STATUS_IN_FLIGHT: Duration = Duration::from_secs(30);
+
+/// The status last written for each object, with the resourceVersion it was decided from.
+/// The write's own watch event and the object's other triggers often run the next reconcile
+/// before the cache shows that status, and comparing with the cache alone would write it
+/// again. A status is skipped only while the cache still shows the very version it was
+/// decided from: any newer version is compared as usual.
+#[derive(Default)]
+pub struct SentStatuses(Mutex<HashMap<String, Sent>>);
+
+struct Sent {
+    from_version: String,
+    fingerprint: u64,
+    at: Instant,
+}
+
+impl SentStatuses {
+    /// Was this status (`fingerprint`) written already, decided from `version`?
+    pub fn already_sent(&self, key: &str, version: &str, fingerprint: u64) -> bool {
+        let sent = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        sent.get(key).is_some_and(|s| {
+            s.from_version == version
+                && s.fingerprint == fingerprint
+                && s.at.elapsed() < STATUS_IN_FLIGHT
+        })
+    }
+
+    pub fn record(&self, key: String, version: String, fingerprint: u64) {
+        let mut sent = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        // Entries only matter until the cache catches up: drop old ones now and then.
+        if sent.len() % 1024 == 1023 {
+            sent.retain(|_, s| now.duration_since(s.at) < STATUS_IN_FLIGHT);
         }
+        sent.insert(
+            key,
+            Sent {
+                from_version: version,
+                fingerprint,
+                at: now,
+            },
+        );
     }
 }
 
@@ -254,6 +384,63 @@ impl Pacing {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn collector(name: &str) -> RegionalCollector {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "telemux.io/v1alpha1",
+            "kind": "RegionalCollector",
+            "metadata": { "name": name, "namespace": "tenants" },
+            "spec": { "region": "westeurope" },
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn an_assignment_the_cache_does_not_show_yet_is_filled_in_until_it_does() {
+        let (eu, us) = (collector("eu"), collector("us"));
+        let unseen = UnseenAssignments::default();
+        unseen.note(&eu, "acme", 2);
+        unseen.note(&us, "globex", 1);
+        let mut recorded = std::collections::BTreeMap::new();
+        unseen.fill(&eu, &mut recorded);
+        assert_eq!(recorded, [("acme".to_owned(), 2)].into());
+        // The cache shows it now: it is forgotten, and what the cache shows stands.
+        unseen.fill(&eu, &mut recorded);
+        let mut later = std::collections::BTreeMap::new();
+        unseen.fill(&eu, &mut later);
+        assert!(later.is_empty(), "{later:?}");
+        let mut other = std::collections::BTreeMap::new();
+        unseen.fill(&us, &mut other);
+        assert_eq!(other, [("globex".to_owned(), 1)].into());
+    }
+
+    #[test]
+    fn a_status_is_skipped_only_while_the_cache_shows_the_version_it_was_decided_from() {
+        let sent = SentStatuses::default();
+        sent.record("tenant/ns/acme".into(), "41".into(), 7);
+        assert!(sent.already_sent("tenant/ns/acme", "41", 7));
+        assert!(
+            !sent.already_sent("tenant/ns/acme", "41", 8),
+            "another status"
+        );
+        assert!(
+            !sent.already_sent("tenant/ns/acme", "42", 7),
+            "a newer version"
+        );
+        assert!(!sent.already_sent("tenant/ns/globex", "41", 7));
+    }
+
+    #[test]
+    fn a_user_secret_is_remembered_for_its_version_only() {
+        let values = UserSecretValues::default();
+        let found = SecretLookup::Found("InstrumentationKey=x".into());
+        values.remember("ns", "ai", "cs", Some(("5".into(), found.clone())));
+        assert_eq!(values.get("ns", "ai", "cs", "5"), Some(found));
+        assert_eq!(values.get("ns", "ai", "cs", "6"), None);
+        assert_eq!(values.get("ns", "ai", "other", "5"), None);
+        values.remember("ns", "ai", "cs", None);
+        assert_eq!(values.get("ns", "ai", "cs", "5"), None);
+    }
 
     #[test]
     fn a_burst_runs_once_quiet_or_at_its_deadline_never_later() {

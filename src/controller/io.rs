@@ -1,13 +1,15 @@
 //! The reconcilers' writes and reads against the API server: server-side apply of children and
 //! status, Secret reads, events. Nothing here decides anything.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Api, Client, Resource};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{Error, Result};
+use super::{Context, Error, Result};
 use crate::api::reasons;
 use crate::resources::FIELD_MANAGER;
 
@@ -64,20 +66,36 @@ impl SecretLookup {
     }
 }
 
-/// Reads a key of a Secret from the API (not a cache).
-pub async fn read_secret_key(
-    client: &Client,
+/// A key of a user's Secret: remembered while the Secret's resourceVersion (from the
+/// metadata watch) stays the same, read from the API otherwise.
+pub async fn read_user_secret_key(
+    ctx: &Context,
     namespace: &str,
     name: &str,
     key: &str,
 ) -> Result<SecretLookup> {
-    Ok(match read_secret(client, namespace, name).await? {
+    let remembered = ctx
+        .secret_version(namespace, name)
+        .and_then(|version| ctx.user_secret_values.get(namespace, name, key, &version));
+    if let Some(lookup) = remembered {
+        return Ok(lookup);
+    }
+    let secret = read_secret(&ctx.client, namespace, name).await?;
+    let lookup = lookup_key(secret.as_ref(), key);
+    let version = secret.and_then(|s| s.metadata.resource_version);
+    let read = version.map(|v| (v, lookup.clone()));
+    ctx.user_secret_values.remember(namespace, name, key, read);
+    Ok(lookup)
+}
+
+fn lookup_key(secret: Option<&Secret>, key: &str) -> SecretLookup {
+    match secret {
         None => SecretLookup::SecretNotFound,
-        Some(secret) => match secret_value(&secret, key) {
+        Some(secret) => match secret_value(secret, key) {
             Some(value) => SecretLookup::Found(value),
             None => SecretLookup::KeyNotFound,
         },
-    })
+    }
 }
 
 /// Reads a Secret from the API (not a cache): a lagging cache must never cause a credential
@@ -114,6 +132,45 @@ where
         .await?)
 }
 
+/// Server-side apply of a Secret, skipped when `live` (the watch cache) already holds it
+/// (`holds`). Every trigger of a tenant reconciles it, and a no-op apply still costs the API
+/// server a full merge: at thousands of tenants those were most of its work.
+pub async fn apply_secret(client: &Client, live: Option<&Secret>, desired: &Secret) -> Result<()> {
+    if live.is_some_and(|live| holds(live, desired)) {
+        return Ok(());
+    }
+    let namespace = desired
+        .metadata
+        .namespace
+        .clone()
+        .ok_or(Error::MissingField("metadata.namespace"))?;
+    apply(client, &namespace, desired).await.map(drop)
+}
+
+/// Whether applying `desired` would leave `live` as it is: the same type and data (no key
+/// more or less, which an apply would remove or add), the same owners, and every label and
+/// annotation of `desired` (others may add their own).
+pub fn holds(live: &Secret, desired: &Secret) -> bool {
+    fn includes(
+        live: Option<&BTreeMap<String, String>>,
+        desired: Option<&BTreeMap<String, String>>,
+    ) -> bool {
+        desired
+            .into_iter()
+            .flatten()
+            .all(|(k, v)| live.and_then(|l| l.get(k)) == Some(v))
+    }
+    let (l, d) = (&live.metadata, &desired.metadata);
+    desired.string_data.is_none()
+        && live.type_ == desired.type_
+        && live.data.as_ref().filter(|m| !m.is_empty())
+            == desired.data.as_ref().filter(|m| !m.is_empty())
+        && l.owner_references.as_deref().unwrap_or_default()
+            == d.owner_references.as_deref().unwrap_or_default()
+        && includes(l.labels.as_ref(), d.labels.as_ref())
+        && includes(l.annotations.as_ref(), d.annotations.as_ref())
+}
+
 /// Server-side apply of a status. Fields left out (an emptied list) are removed.
 pub async fn apply_status<K, S>(client: &Client, object: &K, status: &S) -> Result<()>
 where
@@ -144,4 +201,67 @@ where
     api.patch_status(&name, &params, &kube::api::Patch::Apply(patch))
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::ByteString;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+
+    fn secret(data: &[(&str, &str)]) -> Secret {
+        let mut secret = Secret {
+            type_: Some("Opaque".into()),
+            data: Some(
+                data.iter()
+                    .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+                    .collect(),
+            ),
+            ..Secret::default()
+        };
+        secret.metadata.labels = Some(BTreeMap::from([("app".into(), "telemux".into())]));
+        secret.metadata.owner_references = Some(vec![OwnerReference {
+            name: "acme".into(),
+            uid: "1".into(),
+            ..OwnerReference::default()
+        }]);
+        secret
+    }
+
+    #[test]
+    fn a_secret_as_desired_is_held_whatever_others_added_to_its_metadata() {
+        let desired = secret(&[("password", "p")]);
+        let mut live = desired.clone();
+        live.metadata.resource_version = Some("7".into());
+        live.metadata.annotations = Some(BTreeMap::from([("shard".into(), "2".into())]));
+        live.metadata
+            .labels
+            .get_or_insert_default()
+            .insert("extra".into(), "x".into());
+        assert!(holds(&live, &desired));
+    }
+
+    #[test]
+    fn any_difference_an_apply_would_make_is_not_held() {
+        let desired = secret(&[("password", "p"), ("endpoint.eu.grpc", "e")]);
+        let changed_value = secret(&[("password", "q"), ("endpoint.eu.grpc", "e")]);
+        let missing_key = secret(&[("password", "p")]);
+        let extra_key = secret(&[("password", "p"), ("endpoint.eu.grpc", "e"), ("x", "y")]);
+        let mut other_owner = desired.clone();
+        other_owner.metadata.owner_references = None;
+        let mut label_changed = desired.clone();
+        label_changed.metadata.labels = Some(BTreeMap::from([("app".into(), "other".into())]));
+        let mut other_type = desired.clone();
+        other_type.type_ = Some("kubernetes.io/basic-auth".into());
+        for live in [
+            changed_value,
+            missing_key,
+            extra_key,
+            other_owner,
+            label_changed,
+            other_type,
+        ] {
+            assert!(!holds(&live, &desired), "{live:?}");
+        }
+    }
 }

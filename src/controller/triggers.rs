@@ -25,7 +25,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 
@@ -177,6 +177,17 @@ pub fn collectors_of_managed_secret(
         .collect()
 }
 
+/// A shard record: the tenants it lists, whose endpoints are on that shard.
+pub fn tenants_of_shard_record(record: &ConfigMap) -> Vec<ObjectRef<TelemetryTenant>> {
+    let namespace = record.namespace().unwrap_or_default();
+    record
+        .data
+        .iter()
+        .flatten()
+        .map(|(tenant, _)| ObjectRef::new(tenant).within(&namespace))
+        .collect()
+}
+
 /// A user Secret (by namespace and name): the tenants whose existing connection string it holds.
 pub fn tenants_of_user_secret(
     tenants: &[Arc<TelemetryTenant>],
@@ -230,6 +241,23 @@ fn referenced_secrets(collector: &RegionalCollector) -> impl Iterator<Item = &st
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_shard_record_requeues_the_tenants_it_lists_in_its_namespace() {
+        let collector = collector("eu", "westeurope", None);
+        let mut collector = (*collector).clone();
+        collector.metadata.namespace = Some("tenants".into());
+        let tenants = ["acme".to_owned(), "globex".to_owned()].into();
+        let record = crate::resources::collector::shard_record(&collector, 1, &tenants);
+        let requeued = tenants_of_shard_record(&record);
+        assert_eq!(
+            requeued,
+            vec![
+                ObjectRef::new("acme").within("tenants"),
+                ObjectRef::new("globex").within("tenants")
+            ]
+        );
+    }
 
     fn collector(
         name: &str,

@@ -4,7 +4,7 @@
 //! when every shard is full; a shard left empty is dropped, except shard 0, which always runs
 //! (the platform's endpoint, and the one an unsharded collector had). Pure and deterministic.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// A shard's index: stable for the shard's life, part of its objects' names.
 pub type ShardIndex = u32;
@@ -63,6 +63,24 @@ pub fn assign(
     assignment
 }
 
+/// What each shard's durable record lists: every tenant recorded there that still exists
+/// (served now or not: a tenant that leaves the region for a while comes back to its shard),
+/// and the tenants assigned to it now. A shard listing no one has no record.
+pub fn records(
+    recorded: &BTreeMap<String, ShardIndex>,
+    existing: &BTreeSet<&str>,
+    new: &BTreeMap<String, ShardIndex>,
+) -> BTreeMap<ShardIndex, BTreeSet<String>> {
+    let mut records: BTreeMap<ShardIndex, BTreeSet<String>> = BTreeMap::new();
+    let kept = recorded
+        .iter()
+        .filter(|(tenant, _)| existing.contains(tenant.as_str()));
+    for (tenant, index) in kept.chain(new) {
+        records.entry(*index).or_default().insert(tenant.clone());
+    }
+    records
+}
+
 /// The shard with the fewest members among those with room (the lowest index on a tie).
 fn least_full_with_room(
     shards: &BTreeMap<ShardIndex, Vec<String>>,
@@ -99,6 +117,24 @@ mod tests {
             .iter()
             .flat_map(|(i, members)| members.iter().map(move |m| (m.clone(), *i)))
             .collect()
+    }
+
+    #[test]
+    fn records_keep_existing_tenants_add_new_ones_and_forget_deleted_ones() {
+        let recorded = BTreeMap::from([
+            ("away".to_owned(), 1), // exists, not served now
+            ("gone".to_owned(), 1), // deleted
+            ("kept".to_owned(), 0),
+            ("last".to_owned(), 2), // deleted: its shard needs no record
+        ]);
+        let existing = BTreeSet::from(["away", "kept", "fresh"]);
+        let new = BTreeMap::from([("fresh".to_owned(), 1)]);
+        let records = records(&recorded, &existing, &new);
+        let names = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+        assert_eq!(
+            records,
+            BTreeMap::from([(0, names(&["kept"])), (1, names(&["away", "fresh"]))])
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! claim of its own, which the pod that replaces it in a rollout (same ordinal) mounts again,
 //! so a rollout while a tenant's App Insights is down loses nothing.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{
@@ -67,6 +67,15 @@ pub fn config_map_name(collector: &RegionalCollector, shard: ShardIndex) -> Stri
 pub fn secret_name(collector: &RegionalCollector, shard: ShardIndex) -> String {
     format!("{}-secrets", workload_name(collector, shard))
 }
+
+/// The record of the tenants assigned to a shard (`shard_record`).
+pub fn shard_record_name(collector: &RegionalCollector, shard: ShardIndex) -> String {
+    format!("{}-tenants", workload_name(collector, shard))
+}
+
+/// `app.kubernetes.io/component` of shard records, which telemux watches apart from the
+/// (large) configurations.
+pub const SHARD_RECORD_COMPONENT: &str = "shard-tenants";
 
 pub fn platform_credentials_secret_name(collector: &RegionalCollector) -> String {
     format!("{}-platform-credentials", collector.name_any())
@@ -137,6 +146,78 @@ pub fn config_map(
         )])),
         ..ConfigMap::default()
     }
+}
+
+/// The durable record of the tenants assigned to a shard: one key per TelemetryTenant name
+/// (always a valid key), so a tenant's shard is one lookup. Apart from the shard's
+/// configuration: tenants are recorded before their shard serves them, and stay recorded
+/// while its configuration is refused or they are not served for a while, so no restart and
+/// no lost status can move them.
+pub fn shard_record(
+    collector: &RegionalCollector,
+    shard: ShardIndex,
+    tenants: &BTreeSet<String>,
+) -> ConfigMap {
+    let name = shard_record_name(collector, shard);
+    ConfigMap {
+        metadata: meta(collector, Some(shard), name, SHARD_RECORD_COMPONENT),
+        data: Some(tenants.iter().map(|t| (t.clone(), String::new())).collect()),
+        ..ConfigMap::default()
+    }
+}
+
+/// The shard of each tenant of `collector` (by TelemetryTenant name), from the records of
+/// its namespace. Should a tenant appear in two records (a record edited by hand), the
+/// lower shard wins, the same on every read.
+pub fn recorded_shards<'a>(
+    records: impl IntoIterator<Item = &'a ConfigMap>,
+    collector: &str,
+) -> BTreeMap<String, ShardIndex> {
+    let mut shards = BTreeMap::new();
+    for (shard, record) in records_of(records, collector) {
+        for tenant in record.data.iter().flatten().map(|(k, _)| k) {
+            let entry = shards.entry(tenant.clone()).or_insert(shard);
+            *entry = (*entry).min(shard);
+        }
+    }
+    shards
+}
+
+/// The tenants each of `collector`'s shard records lists, by shard.
+pub fn shard_record_contents<'a>(
+    records: impl IntoIterator<Item = &'a ConfigMap>,
+    collector: &str,
+) -> BTreeMap<ShardIndex, BTreeSet<String>> {
+    records_of(records, collector)
+        .map(|(shard, record)| {
+            let tenants = record.data.iter().flatten().map(|(k, _)| k.clone());
+            (shard, tenants.collect())
+        })
+        .collect()
+}
+
+/// The shard `tenant` is recorded on for `collector`, if any (the lowest, as above).
+pub fn recorded_shard<'a>(
+    records: impl IntoIterator<Item = &'a ConfigMap>,
+    collector: &str,
+    tenant: &str,
+) -> Option<ShardIndex> {
+    records_of(records, collector)
+        .filter(|(_, record)| record.data.as_ref().is_some_and(|d| d.contains_key(tenant)))
+        .map(|(shard, _)| shard)
+        .min()
+}
+
+fn records_of<'a>(
+    records: impl IntoIterator<Item = &'a ConfigMap>,
+    collector: &str,
+) -> impl Iterator<Item = (ShardIndex, &'a ConfigMap)> {
+    records.into_iter().filter_map(move |record| {
+        let labels = record.labels();
+        let ours = labels.get(LABEL_COMPONENT).map(String::as_str) == Some(SHARD_RECORD_COMPONENT)
+            && labels.get(LABEL_COLLECTOR).map(String::as_str) == Some(collector);
+        Some((shard_of(labels).filter(|_| ours)?, record))
+    })
 }
 
 /// htpasswd and connection strings, mounted as files.
@@ -479,6 +560,53 @@ mod tests {
         let set = super::stateful_set(collector, 0, "config", "secret", default_image);
         let pod = set.spec.unwrap().template.spec.unwrap();
         pod.containers[0].image.clone().unwrap()
+    }
+
+    fn collector(name: &str) -> RegionalCollector {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "telemux.io/v1alpha1",
+            "kind": "RegionalCollector",
+            "metadata": { "name": name, "namespace": "tenants" },
+            "spec": { "region": "westeurope" },
+        }))
+        .unwrap()
+    }
+
+    fn tenants(names: &[&str]) -> std::collections::BTreeSet<String> {
+        names.iter().map(|n| n.to_string()).collect()
+    }
+
+    #[test]
+    fn a_tenants_shard_is_read_back_from_its_collectors_records_only() {
+        let (eu, us) = (collector("eu"), collector("us"));
+        let records = [
+            super::shard_record(&eu, 0, &tenants(&["acme", "globex"])),
+            super::shard_record(&eu, 3, &tenants(&["initech"])),
+            super::shard_record(&us, 1, &tenants(&["acme"])),
+        ];
+        assert_eq!(
+            records[1].metadata.name.as_deref(),
+            Some("eu-collector-3-tenants")
+        );
+        let eu_shards = super::recorded_shards(&records, "eu");
+        assert_eq!(eu_shards.len(), 3);
+        assert_eq!(eu_shards["initech"], 3);
+        assert_eq!(super::recorded_shard(&records, "eu", "acme"), Some(0));
+        assert_eq!(super::recorded_shard(&records, "us", "acme"), Some(1));
+        assert_eq!(super::recorded_shard(&records, "us", "globex"), None);
+        let contents = super::shard_record_contents(&records, "eu");
+        assert_eq!(contents[&0], tenants(&["acme", "globex"]));
+    }
+
+    #[test]
+    fn a_tenant_in_two_records_reads_as_the_lower_shard_everywhere() {
+        let eu = collector("eu");
+        let records = [
+            super::shard_record(&eu, 2, &tenants(&["acme"])),
+            super::shard_record(&eu, 1, &tenants(&["acme"])),
+        ];
+        assert_eq!(super::recorded_shards(&records, "eu")["acme"], 1);
+        assert_eq!(super::recorded_shard(&records, "eu", "acme"), Some(1));
     }
 
     #[test]

@@ -19,36 +19,7 @@ pub const BCRYPT_KEY: &str = "bcrypt";
 pub const CONNECTION_STRING_KEY: &str = "connection-string";
 
 pub fn credentials_secret_name(tenant: &TelemetryTenant) -> String {
-    credentials_secret_name_of(&tenant.name_any())
-}
-
-/// The credentials Secret of the TelemetryTenant named `tenant`.
-pub fn credentials_secret_name_of(tenant: &str) -> String {
-    format!("{tenant}-ingestion-credentials")
-}
-
-/// Field manager of the shard annotations, apart from the one that applies the Secret whole,
-/// so the tenant's reconcile never removes what a collector recorded.
-pub const SHARD_FIELD_MANAGER: &str = "telemux-shards";
-
-/// The annotation on a tenant's credentials Secret recording its shard of `collector`: the
-/// durable record of a sticky assignment, which outlives the operator and the collector's
-/// status. Annotation names are at most 63 characters; longer collector names are shortened
-/// with a hash, so each collector still has its own key.
-pub fn shard_annotation(collector: &str) -> String {
-    const PREFIX: &str = "shard.telemux.io/";
-    if collector.len() <= 63 {
-        return format!("{PREFIX}{collector}");
-    }
-    let hash = crate::pipeline::render::hex_sha256(collector.as_bytes());
-    format!(
-        "{PREFIX}{}-{}",
-        collector
-            .get(..54)
-            .unwrap_or(collector)
-            .trim_end_matches(['-', '.']),
-        &hash[..8]
-    )
+    format!("{}-ingestion-credentials", tenant.name_any())
 }
 
 pub fn connection_string_secret_name(tenant: &TelemetryTenant) -> String {

@@ -293,7 +293,6 @@ pub fn refused_status(
 
 /// Available, from the StatefulSet's status.
 pub fn available(collector: &RegionalCollector, workload: Option<&StatefulSet>) -> Decided {
-    let want = collector.spec.replicas;
     let Some(workload) = workload else {
         return Decided::new(
             AVAILABLE,
@@ -302,6 +301,7 @@ pub fn available(collector: &RegionalCollector, workload: Option<&StatefulSet>) 
             "no configuration has been rolled out",
         );
     };
+    let want = collector.spec.replicas;
     let status = workload.status.clone().unwrap_or_default();
     // A rolling update is over when the revision every pod runs is the one wanted.
     let current = status.observed_generation >= workload.metadata.generation

@@ -11,12 +11,12 @@ pub mod observe;
 
 use std::sync::Arc;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::api::DeleteParams;
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 
@@ -34,7 +34,6 @@ use crate::credentials::issue_credential;
 use crate::pipeline::shards::{self, ShardIndex};
 use crate::pipeline::{CollectorPlan, CollectorSources, RenderedConfig, plan_collector};
 use crate::resources::collector as desired;
-use crate::resources::tenant::{SHARD_FIELD_MANAGER, credentials_secret_name_of, shard_annotation};
 
 #[tracing::instrument(skip_all, fields(namespace = collector.namespace(), name = collector.name_any()))]
 pub async fn reconcile(collector: Arc<RegionalCollector>, ctx: Arc<Context>) -> Result<Action> {
@@ -48,6 +47,9 @@ async fn reconcile_inner(collector: Arc<RegionalCollector>, ctx: &Context) -> Re
     if collector.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change()); // children go with it (garbage collection)
     }
+    if !ctx.caches_ready().await {
+        return Ok(Action::await_change()); // shutting down
+    }
     let key = format!("{}/{}", namespace_of(&collector), collector.name_any());
     if let Some(wait) = ctx
         .collector_pacing
@@ -59,7 +61,7 @@ async fn reconcile_inner(collector: Arc<RegionalCollector>, ctx: &Context) -> Re
     let platform_hash = apply_platform_credential(&collector, ctx, &observed).await?;
     let live = std::mem::take(&mut observed.live);
     let mut recorded = std::mem::take(&mut observed.recorded_shards);
-    ctx.shard_records.fill(&collector, &mut recorded);
+    ctx.unseen_assignments.fill(&collector, &mut recorded);
     let sources = decide::sources(&collector, observed, platform_hash);
     let whole = match plan_collector(&sources) {
         Ok(plan) => plan,
@@ -72,7 +74,7 @@ async fn reconcile_inner(collector: Arc<RegionalCollector>, ctx: &Context) -> Re
     let max = collector.spec.sharding.max_tenants_per_shard;
     let assignment = shards::assign(&recorded, &members, max);
     // Recorded before any shard serves them, so a restart can never move them.
-    record_shards(&collector, ctx, &sources, &assignment.new).await?;
+    write_records(&collector, ctx, &recorded, &sources, &assignment.new).await?;
     let mut outcomes = BTreeMap::new();
     for (index, members) in &assignment.shards {
         let shard_sources = decide::shard_sources(&sources, members);
@@ -131,32 +133,54 @@ fn live_config_hash(collector: &RegionalCollector, index: ShardIndex) -> Option<
         .and_then(|s| s.config_hash.clone())
 }
 
-/// Records the shard of each newly assigned tenant on its credentials Secret.
-async fn record_shards(
+/// Brings the shard records to what `shards::records` wants: every tenant recorded before
+/// and still there, and the newly assigned. One write per changed shard, however many
+/// tenants it gained.
+async fn write_records(
     collector: &RegionalCollector,
     ctx: &Context,
+    recorded: &BTreeMap<String, ShardIndex>,
     sources: &CollectorSources,
     new: &BTreeMap<String, ShardIndex>,
 ) -> Result<()> {
     let namespace = namespace_of(collector);
-    let key = shard_annotation(&collector.name_any());
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-    // A merge patch under its own manager: the tenant's server-side apply of its Secret does
-    // not own, and so never removes, these annotations.
-    let params = PatchParams {
-        field_manager: Some(SHARD_FIELD_MANAGER.to_owned()),
-        ..PatchParams::default()
-    };
-    for (tenant, shard) in new {
-        if !sources.tenants.iter().any(|t| &t.name == tenant) {
+    let existing: BTreeSet<&str> = sources.tenants.iter().map(|t| t.name.as_str()).collect();
+    let mut wanted = shards::records(recorded, &existing, new);
+    let stored = ctx.shard_records.state();
+    let stored = stored
+        .iter()
+        .filter(|r| r.namespace().as_deref() == Some(namespace.as_str()))
+        .map(|r| &**r);
+    let stored = desired::shard_record_contents(stored, &collector.name_any());
+    for index in stored
+        .keys()
+        .chain(wanted.keys())
+        .copied()
+        .collect::<BTreeSet<_>>()
+    {
+        let tenants = wanted.remove(&index).unwrap_or_default();
+        if stored.get(&index) == Some(&tenants) {
             continue;
         }
-        let name = credentials_secret_name_of(tenant);
-        let patch =
-            serde_json::json!({ "metadata": { "annotations": { &key: shard.to_string() } } });
-        secrets.patch(&name, &params, &Patch::Merge(&patch)).await?;
-        ctx.shard_records.note(collector, tenant, *shard);
-        tracing::info!(tenant, shard, "assigned tenant to shard");
+        if tenants.is_empty() {
+            delete::<ConfigMap>(
+                ctx,
+                &namespace,
+                &desired::shard_record_name(collector, index),
+            )
+            .await?;
+            continue;
+        }
+        apply(
+            &ctx.client,
+            &namespace,
+            &desired::shard_record(collector, index, &tenants),
+        )
+        .await?;
+        for (tenant, _) in new.iter().filter(|(_, shard)| **shard == index) {
+            ctx.unseen_assignments.note(collector, tenant, index);
+            tracing::info!(tenant, shard = index, "assigned tenant to shard");
+        }
     }
     Ok(())
 }
@@ -324,6 +348,20 @@ async fn write_status(
     let Some(status) = decide::status(collector, decided, status) else {
         return Ok(());
     };
+    let key = format!(
+        "collector/{}/{}",
+        namespace_of(collector),
+        collector.name_any()
+    );
+    let version = collector
+        .metadata
+        .resource_version
+        .clone()
+        .unwrap_or_default();
+    let fingerprint = conditions::fingerprint(&status);
+    if ctx.sent_statuses.already_sent(&key, &version, fingerprint) {
+        return Ok(()); // written moments ago; the cache has not caught up
+    }
     let previous = collector
         .status
         .as_ref()
@@ -333,7 +371,9 @@ async fn write_status(
         let note = condition.message.clone();
         publish_event(&ctx.recorder, collector, &condition.reason, note).await;
     }
-    apply_status(&ctx.client, collector, &status).await
+    apply_status(&ctx.client, collector, &status).await?;
+    ctx.sent_statuses.record(key, version, fingerprint);
+    Ok(())
 }
 
 fn namespace_of(collector: &RegionalCollector) -> String {

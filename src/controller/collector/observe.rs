@@ -4,11 +4,10 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use kube::api::ListParams;
-use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
 
 use crate::api::{RegionalCollector, SecretKeyRef};
-use crate::controller::io::{read_secret, read_secret_key, secret_value};
+use crate::controller::io::{read_secret, read_user_secret_key, secret_value};
 use crate::controller::tenant::observe::StoredCredential;
 use crate::controller::{Context, Result};
 use crate::pipeline::TenantSource;
@@ -17,7 +16,7 @@ use crate::resources::LABEL_COLLECTOR;
 use crate::resources::collector as desired;
 use crate::resources::tenant::{
     BCRYPT_KEY, CONNECTION_STRING_KEY, PASSWORD_KEY, connection_string_secret_name,
-    credentials_secret_name, shard_annotation,
+    credentials_secret_name,
 };
 
 /// What the collector reconcile knows before it decides.
@@ -31,7 +30,7 @@ pub struct ObservedCollector {
     pub platform_connection_string: Option<String>,
     /// The namespace's tenants not being deleted, with their telemux Secrets (watch caches).
     pub tenants: Vec<TenantSource>,
-    /// The shards recorded for tenants (by TelemetryTenant name), from their Secrets.
+    /// The shards recorded for tenants (by TelemetryTenant name), from the shard records.
     pub recorded_shards: BTreeMap<String, ShardIndex>,
     /// The collector's current StatefulSets, by shard.
     pub live: BTreeMap<ShardIndex, StatefulSet>,
@@ -94,31 +93,24 @@ async fn user_secret(
         return Ok(None);
     };
     Ok(
-        read_secret_key(&ctx.client, namespace, &reference.name, &reference.key)
+        read_user_secret_key(ctx, namespace, &reference.name, &reference.key)
             .await?
             .found(),
     )
 }
 
-/// Each tenant's recorded shard of this collector, from the annotation on its Secret.
+/// Each tenant's recorded shard of this collector, from the shard records.
 fn recorded_shards(
     ctx: &Context,
     collector: &RegionalCollector,
     namespace: &str,
 ) -> BTreeMap<String, ShardIndex> {
-    let key = shard_annotation(&collector.name_any());
-    ctx.tenants
-        .state()
-        .into_iter()
-        .filter(|t| t.namespace().as_deref() == Some(namespace))
-        .filter_map(|t| {
-            let secret = ctx
-                .managed_secrets
-                .get(&ObjectRef::new(&credentials_secret_name(&t)).within(namespace))?;
-            let shard = secret.annotations().get(&key)?.parse().ok()?;
-            Some((t.name_any(), shard))
-        })
-        .collect()
+    let records = ctx.shard_records.state();
+    let of_namespace = records
+        .iter()
+        .filter(|r| r.namespace().as_deref() == Some(namespace))
+        .map(|r| &**r);
+    desired::recorded_shards(of_namespace, &collector.name_any())
 }
 
 /// The namespace's tenants from the watch cache, with their Secrets from the managed cache.

@@ -318,8 +318,11 @@ fn listed_by(tenant: &TelemetryTenant, collectors: &[Arc<RegionalCollector>]) ->
     listed
 }
 
-/// Where the tenant's apps send: for each collector that selects it and has given it a shard,
+/// Where the tenant's apps send: for each collector that selects it, has given it a shard and
+/// has taken it into account (its status lists the tenant as routed, excluded or rejected),
 /// that shard's Service (collectors by name, so the first of a region is its endpoint there).
+/// A new tenant is told its endpoint when its shard serves it, in the same status write that
+/// reads Routed.
 pub fn endpoints(
     tenant: &TelemetryTenant,
     collectors: &[Arc<RegionalCollector>],
@@ -327,7 +330,7 @@ pub fn endpoints(
 ) -> Vec<TenantEndpoint> {
     collectors
         .iter()
-        .filter(|c| collector_selects(c, tenant))
+        .filter(|c| collector_selects(c, tenant) && acknowledges(c, tenant))
         .filter_map(|c| {
             let shard = *recorded.get(&c.name_any())?;
             let host = crate::resources::collector::service_host(c, shard);
@@ -340,6 +343,16 @@ pub fn endpoints(
             })
         })
         .collect()
+}
+
+/// Does the collector's status list the tenant at all?
+fn acknowledges(collector: &RegionalCollector, tenant: &TelemetryTenant) -> bool {
+    let (name, id) = (tenant.name_any(), &tenant.spec.tenant_id);
+    collector.status.as_ref().is_some_and(|status| {
+        status.routed_tenants.contains(id)
+            || status.rejected_tenants.iter().any(|r| r.name == name)
+            || status.excluded_tenants.iter().any(|e| &e.tenant_id == id)
+    })
 }
 
 /// The tenant's regions that no collector of their own region selects.
@@ -428,6 +441,30 @@ mod tests {
         c.metadata.namespace = Some("ns".into());
         c.status = Some(Default::default());
         c
+    }
+
+    #[test]
+    fn a_tenant_is_told_its_shards_endpoint_once_the_collector_lists_it() {
+        let tenant = tenant(&["westeurope"]);
+        let recorded = BTreeMap::from([("eu".to_owned(), 3)]);
+        let mut eu = collector("eu", "westeurope", None);
+        let before = endpoints(&tenant, &[Arc::new(eu.clone())], &recorded);
+        assert!(before.is_empty(), "recorded, not yet served: {before:?}");
+        eu.status.as_mut().unwrap().routed_tenants = vec!["acme".into()];
+        let after = endpoints(&tenant, &[Arc::new(eu.clone())], &recorded);
+        assert_eq!(after.len(), 1);
+        assert_eq!(after[0].shard, 3);
+        assert_eq!(after[0].grpc, "eu-collector-3.ns.svc:4317");
+        // Excluded (suspended) later: the endpoint stays, its clients keep their config.
+        let status = eu.status.as_mut().unwrap();
+        status.routed_tenants.clear();
+        status.excluded_tenants = vec![
+            serde_json::from_value(serde_json::json!({
+                "tenantId": "acme", "reason": "Suspended"
+            }))
+            .unwrap(),
+        ];
+        assert_eq!(endpoints(&tenant, &[Arc::new(eu)], &recorded), after);
     }
 
     fn with_status(mut c: RegionalCollector, status: serde_json::Value) -> Arc<RegionalCollector> {

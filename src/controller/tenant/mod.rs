@@ -15,7 +15,7 @@ use kube::{Api, ResourceExt};
 use self::decide::{ConnectionAction, CredentialAction};
 use self::observe::{ObservedTenant, verified_key};
 use super::conditions::{self, Decided};
-use super::io::{apply, apply_status, publish_event};
+use super::io::{apply, apply_secret, apply_status, publish_event};
 use super::provision::{self, FINALIZER};
 use super::{Context, Error, Result, retry};
 use crate::api::reasons;
@@ -36,6 +36,9 @@ async fn reconcile_inner(tenant: Arc<TelemetryTenant>, ctx: Arc<Context>) -> Res
     let namespace = tenant
         .namespace()
         .ok_or(Error::MissingField("metadata.namespace"))?;
+    if !ctx.caches_ready().await {
+        return Ok(Action::await_change()); // shutting down
+    }
     // Only tenants with a provisioned component carry the finalizer (or still carry it from
     // when they had one): deleting the others needs nothing from telemux.
     let has_finalizer = tenant.finalizers().iter().any(|f| f == FINALIZER);
@@ -63,10 +66,17 @@ async fn apply_tenant(tenant: Arc<TelemetryTenant>, ctx: &Context) -> Result<Act
         return Ok(Action::await_change()); // nothing to retry until the spec changes
     }
     let observed = observe::observe(&tenant, ctx).await?;
-    status.endpoints = decide::endpoints(&tenant, &observed.collectors, &observed.recorded_shards);
-    let credentials = apply_credential(&tenant, ctx, &observed, &status.endpoints).await?;
+    let endpoints = decide::endpoints(&tenant, &observed.collectors, &observed.recorded_shards);
+    // The two Secrets are independent: written at once, a new tenant waits on one round
+    // trip to the API server instead of two.
+    let (credentials, connection) = futures::future::join(
+        apply_credential(&tenant, ctx, &observed, &endpoints),
+        apply_connection(&tenant, ctx, &observed, &mut status),
+    )
+    .await;
+    let (credentials, (connection, requeue)) = (credentials?, connection?);
+    status.endpoints = endpoints;
     status.credentials_secret = Some(credentials_secret_name(&tenant));
-    let (connection, requeue) = apply_connection(&tenant, ctx, &observed, &mut status).await?;
     // A previously resolved connection string stays in use (and listed) while the source is broken.
     if connection.is_true() || observed.connection_secret_present {
         status.connection_string_secret = Some(connection_string_secret_name(&tenant));
@@ -91,13 +101,19 @@ async fn apply_credential(
         }
         CredentialAction::Issue => {
             let issued = issue_credential()?;
-            tracing::info!(secret = %name, "issued ingestion credential");
+            let secret =
+                credentials_secret(tenant, &issued.password, &issued.bcrypt_hash, endpoints);
             let note = format!("issued ingestion credential in Secret {name}");
-            publish_event(&ctx.recorder, tenant, reasons::CREDENTIAL_ISSUED.name, note).await;
-            credentials_secret(tenant, &issued.password, &issued.bcrypt_hash, endpoints)
+            let event = publish_event(&ctx.recorder, tenant, reasons::CREDENTIAL_ISSUED.name, note);
+            let (_, applied) =
+                futures::future::join(event, apply(&ctx.client, &namespace_of(tenant), &secret))
+                    .await;
+            applied?;
+            tracing::info!(secret = %name, "issued ingestion credential");
+            return Ok(decide::credentials_condition(tenant, &name));
         }
     };
-    apply(&ctx.client, &namespace_of(tenant), &secret).await?;
+    apply_secret(&ctx.client, observed.credential_secret.as_deref(), &secret).await?;
     Ok(decide::credentials_condition(tenant, &name))
 }
 
@@ -120,7 +136,7 @@ async fn apply_connection(
             condition,
         } => {
             let secret = connection_string_secret(tenant, &connection_string);
-            apply(&ctx.client, &namespace_of(tenant), &secret).await?;
+            apply_secret(&ctx.client, observed.connection_secret.as_deref(), &secret).await?;
             Ok((condition, Some(settings.resync)))
         }
         ConnectionAction::Report { condition, requeue } => Ok((condition, requeue)),
@@ -171,6 +187,12 @@ async fn write_status(
     let Some(status) = decide::status(tenant, decided, status) else {
         return Ok(());
     };
+    let key = format!("tenant/{}/{}", namespace_of(tenant), tenant.name_any());
+    let version = tenant.metadata.resource_version.clone().unwrap_or_default();
+    let fingerprint = conditions::fingerprint(&status);
+    if ctx.sent_statuses.already_sent(&key, &version, fingerprint) {
+        return Ok(()); // written moments ago; the cache has not caught up
+    }
     let previous = tenant
         .status
         .as_ref()
@@ -181,7 +203,9 @@ async fn write_status(
         let note = format!("{}: {}", condition.type_, condition.message);
         publish_event(&ctx.recorder, tenant, &condition.reason, note).await;
     }
-    apply_status(&ctx.client, tenant, &status).await
+    apply_status(&ctx.client, tenant, &status).await?;
+    ctx.sent_statuses.record(key, version, fingerprint);
+    Ok(())
 }
 
 /// The tenant is being deleted: apply its component's deletion policy. Failing here keeps the

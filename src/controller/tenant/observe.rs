@@ -3,17 +3,20 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 
+use super::decide::{CredentialAction, credential};
 use crate::api::condition_types::APPLICATION_INSIGHTS_READY;
 use crate::api::reasons;
 use crate::api::{RegionalCollector, SecretKeyRef, TelemetryTenant};
-use crate::controller::io::{SecretLookup, read_secret, read_secret_key, secret_value};
+use crate::controller::io::{SecretLookup, read_secret, read_user_secret_key, secret_value};
 use crate::controller::{Context, Result};
 use crate::pipeline::shards::ShardIndex;
+use crate::resources::collector::recorded_shard;
 use crate::resources::tenant::{
     BCRYPT_KEY, CONNECTION_STRING_KEY, PASSWORD_KEY, USERNAME_KEY, connection_string_secret_name,
-    credentials_secret_name, shard_annotation,
+    credentials_secret_name,
 };
 
 /// A credential as stored in its Secret (any key may be missing or tampered with).
@@ -51,14 +54,18 @@ pub enum ObservedSource {
 #[derive(Debug, Clone)]
 pub struct ObservedTenant {
     pub credential: StoredCredential,
+    /// The credentials Secret as read (to skip an apply that would change nothing).
+    pub credential_secret: Option<Arc<Secret>>,
     pub source: ObservedSource,
     /// A connection string Secret written earlier exists (it stays in use while the source
     /// is broken).
     pub connection_secret_present: bool,
+    /// The tenant's connection string Secret, from the watch cache.
+    pub connection_secret: Option<Arc<Secret>>,
     /// The collectors of the tenant's namespace, by name.
     pub collectors: Vec<Arc<RegionalCollector>>,
-    /// The tenant's shard of each collector that assigned it one (by collector name), as
-    /// recorded on its credentials Secret.
+    /// The tenant's shard of each collector that assigned it one (by collector name), from
+    /// the shard records.
     pub recorded_shards: BTreeMap<String, ShardIndex>,
 }
 
@@ -73,24 +80,15 @@ pub fn verified_key(tenant: &TelemetryTenant) -> String {
 
 pub async fn observe(tenant: &TelemetryTenant, ctx: &Context) -> Result<ObservedTenant> {
     let namespace = tenant.namespace().unwrap_or_default();
-    // From the API, not the watch cache: a lagging cache must never cause a re-issue.
-    let stored = read_secret(&ctx.client, &namespace, &credentials_secret_name(tenant)).await?;
-    let value = |key| stored.as_ref().and_then(|s| secret_value(s, key));
-    let annotations = stored
-        .as_ref()
-        .map(|s| s.annotations().clone())
+    let credential_secret = read_credential_secret(tenant, ctx, &namespace).await?;
+    let credential = credential_secret
+        .as_deref()
+        .map(stored_credential)
         .unwrap_or_default();
-    let credential = StoredCredential {
-        user: value(USERNAME_KEY),
-        password: value(PASSWORD_KEY),
-        hash: value(BCRYPT_KEY),
-    };
-    let connection_secret_present = ctx
-        .managed_secret_value(
-            &namespace,
-            &connection_string_secret_name(tenant),
-            CONNECTION_STRING_KEY,
-        )
+    let connection_secret = ctx.managed_secret(&namespace, &connection_string_secret_name(tenant));
+    let connection_secret_present = connection_secret
+        .as_deref()
+        .and_then(|s| secret_value(s, CONNECTION_STRING_KEY))
         .is_some();
     let source = observe_source(tenant, ctx, &namespace, connection_secret_present).await?;
     let mut collectors: Vec<_> = ctx
@@ -100,23 +98,57 @@ pub async fn observe(tenant: &TelemetryTenant, ctx: &Context) -> Result<Observed
         .filter(|c| c.namespace().as_deref() == Some(namespace.as_str()))
         .collect();
     collectors.sort_by_key(|c| c.name_any());
+    let records: Vec<_> = ctx
+        .shard_records
+        .state()
+        .into_iter()
+        .filter(|r| r.namespace().as_deref() == Some(namespace.as_str()))
+        .collect();
     let recorded_shards = collectors
         .iter()
         .filter_map(|c| {
-            let shard = annotations
-                .get(&shard_annotation(&c.name_any()))?
-                .parse()
-                .ok()?;
+            let records = records.iter().map(|r| &**r);
+            let shard = recorded_shard(records, &c.name_any(), &tenant.name_any())?;
             Some((c.name_any(), shard))
         })
         .collect();
     Ok(ObservedTenant {
         credential,
+        credential_secret,
         source,
         connection_secret_present,
+        connection_secret,
         collectors,
         recorded_shards,
     })
+}
+
+/// The credentials Secret from the watch cache when it holds an intact credential; from the
+/// API otherwise, since a lagging cache must never cause a re-issue. (The cache only moves
+/// forward: once it shows an intact credential, no older one comes back.)
+async fn read_credential_secret(
+    tenant: &TelemetryTenant,
+    ctx: &Context,
+    namespace: &str,
+) -> Result<Option<Arc<Secret>>> {
+    let name = credentials_secret_name(tenant);
+    if let Some(cached) = ctx.managed_secret(namespace, &name) {
+        let user = Some(tenant.spec.tenant_id.as_str());
+        if let CredentialAction::Keep { .. } = credential(&stored_credential(&cached), user) {
+            return Ok(Some(cached));
+        }
+    }
+    Ok(read_secret(&ctx.client, namespace, &name)
+        .await?
+        .map(Arc::new))
+}
+
+fn stored_credential(secret: &Secret) -> StoredCredential {
+    StoredCredential {
+        user: secret_value(secret, USERNAME_KEY),
+        password: secret_value(secret, PASSWORD_KEY),
+        hash: secret_value(secret, BCRYPT_KEY),
+    }
 }
 
 async fn observe_source(
@@ -128,8 +160,7 @@ async fn observe_source(
     let ai = &tenant.spec.application_insights;
     if let Some(existing) = &ai.existing {
         let reference = existing.connection_string_secret_ref.clone();
-        let lookup =
-            read_secret_key(&ctx.client, namespace, &reference.name, &reference.key).await?;
+        let lookup = read_user_secret_key(ctx, namespace, &reference.name, &reference.key).await?;
         return Ok(ObservedSource::Existing { reference, lookup });
     }
     if ai.provision.is_none() {
