@@ -110,6 +110,13 @@ pub fn validate_collector_spec(spec: &RegionalCollectorSpec) -> Result<(), SpecE
     if spec.ports.grpc == spec.ports.http {
         return Err(problem("ports.grpc and ports.http must differ"));
     }
+    if let Some(autoscaling) = &spec.autoscaling
+        && autoscaling.min_replicas > autoscaling.max_replicas
+    {
+        return Err(problem(
+            "autoscaling.minReplicas must not exceed autoscaling.maxReplicas",
+        ));
+    }
     check_patterns("redaction.blockedValues", &spec.redaction.blocked_values)?;
     check_patterns(
         "redaction.blockedKeyPatterns",

@@ -258,6 +258,11 @@ fn expected_cluster_rules() -> Vec<PolicyRule> {
             &["poddisruptionbudgets"],
             &["patch", "create", "delete"],
         ),
+        rule(
+            "autoscaling",
+            &["horizontalpodautoscalers"],
+            &["list", "patch", "create", "delete"],
+        ),
         rule("events.k8s.io", &["events"], &["create", "patch"]),
     ]
 }

@@ -1384,3 +1384,94 @@ async fn shards_keep_their_tenants_for_life_and_roll_alone() {
     }
     env.teardown().await;
 }
+
+#[tokio::test]
+#[cfg_attr(
+    any(no_plane, no_helm),
+    ignore = "needs the local plane and helm: TELEMUX_TEST_KUBECONFIG, HELM_BIN (make cluster-up helm)"
+)]
+async fn each_shard_gets_an_autoscaler_that_owns_its_size() {
+    use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+    let env = setup("autoscaling").await;
+    env.sharded_collector("eu", 1).await;
+    let autoscaling = json!({ "spec": { "autoscaling": {
+        "minReplicas": 1, "maxReplicas": 4, "targetCPUUtilization": 75 } } });
+    env.ns
+        .api::<RegionalCollector>()
+        .patch("eu", &PatchParams::default(), &Patch::Merge(&autoscaling))
+        .await
+        .unwrap();
+    for (i, tenant) in ["t1", "t2"].iter().enumerate() {
+        env.tenant(tenant, i as u32 + 1, &["westeurope"], json!({}))
+            .await;
+    }
+    let tenants = ["t1".to_owned(), "t2".to_owned()];
+    let shards = env.wait_assignments("eu", &tenants, 2).await;
+    let autoscalers = env.ns.api::<HorizontalPodAutoscaler>();
+    for shard in shards.values() {
+        let name = names::shard_workload("eu", *shard);
+        let hpa = eventually("each shard's autoscaler", WAIT, || async {
+            autoscalers.get_opt(&name).await.ok()?
+        })
+        .await;
+        let spec = hpa.spec.unwrap();
+        assert_eq!(spec.scale_target_ref.kind, "StatefulSet");
+        assert_eq!(spec.scale_target_ref.name, name);
+        assert_eq!((spec.min_replicas, spec.max_replicas), (Some(1), 4));
+        let cpu = &spec.metrics.unwrap()[0];
+        assert_eq!(
+            cpu.resource.as_ref().unwrap().target.average_utilization,
+            Some(75)
+        );
+    }
+
+    // What the autoscaler sets stays: a later rollout of the shard does not reset it.
+    let scaled = names::shard_workload("eu", shards["t1"]);
+    let sets = env.ns.api::<StatefulSet>();
+    let scale = json!({ "spec": { "replicas": 3 } });
+    sets.patch_scale(&scaled, &PatchParams::default(), &Patch::Merge(&scale))
+        .await
+        .unwrap();
+    let before = env.shard_config_hashes("eu").await[&shards["t1"]].clone();
+    let patch = json!({ "spec": { "redaction": { "blockedValues": ["CUST-[0-9]{6}"] } } });
+    env.ns
+        .api::<TelemetryTenant>()
+        .patch("t1", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    eventually("t1's shard to roll", WAIT, || async {
+        let now = env.shard_config_hashes("eu").await;
+        (now[&shards["t1"]] != before).then_some(())
+    })
+    .await;
+    let replicas = sets.get(&scaled).await.unwrap().spec.unwrap().replicas;
+    assert_eq!(
+        replicas,
+        Some(3),
+        "the rollout reset the autoscaler's choice"
+    );
+
+    // Autoscaling off: the autoscalers go and `replicas` sizes the shards again.
+    let off = json!({ "spec": { "autoscaling": null } });
+    env.ns
+        .api::<RegionalCollector>()
+        .patch("eu", &PatchParams::default(), &Patch::Merge(&off))
+        .await
+        .unwrap();
+    eventually(
+        "the autoscalers to go and replicas to be 1",
+        WAIT,
+        || async {
+            let left = autoscalers
+                .list(&Default::default())
+                .await
+                .ok()?
+                .items
+                .len();
+            let size = sets.get(&scaled).await.ok()?.spec?.replicas;
+            (left == 0 && size == Some(1)).then_some(())
+        },
+    )
+    .await;
+    env.teardown().await;
+}

@@ -102,6 +102,13 @@ pub struct RegionalCollectorSpec {
     #[serde(default)]
     pub sharding: Sharding,
 
+    /// A HorizontalPodAutoscaler per shard, as the OpenTelemetry Operator's `autoscaler`
+    /// offers: each shard's StatefulSet scales between `minReplicas` and `maxReplicas` on its
+    /// pods' CPU (and optionally memory) use, and `replicas` no longer sets its size. The
+    /// utilization targets are percentages of the pods' requests (`resources.requests`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<Autoscaling>,
+
     /// Additions to the collector pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_template: Option<PodOverrides>,
@@ -112,6 +119,41 @@ pub struct RegionalCollectorSpec {
     #[serde(default)]
     #[x_kube(validation = Rule::new("self == oldSelf").message("queueVolume is immutable: it is the collector StatefulSet's volume claim template"))]
     pub queue_volume: QueueVolume,
+}
+
+/// Each shard's HorizontalPodAutoscaler.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.minReplicas <= self.maxReplicas").message("autoscaling.minReplicas must not exceed autoscaling.maxReplicas"))]
+pub struct Autoscaling {
+    /// Fewest pods per shard.
+    #[serde(default = "default_min_replicas")]
+    #[schemars(range(min = 1, max = 100))]
+    pub min_replicas: i32,
+    /// Most pods per shard.
+    #[schemars(range(min = 1, max = 100))]
+    pub max_replicas: i32,
+    /// Average CPU use the autoscaler keeps, in percent of the pods' CPU request.
+    #[serde(
+        default = "default_target_cpu_utilization",
+        rename = "targetCPUUtilization"
+    )]
+    #[schemars(range(min = 1, max = 100))]
+    pub target_cpu_utilization: i32,
+    /// Average memory use the autoscaler keeps, in percent of the pods' memory request; not
+    /// a target when left out (memory_limiter already bounds each pod).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100))]
+    pub target_memory_utilization: Option<i32>,
+}
+
+fn default_min_replicas() -> i32 {
+    1
+}
+
+/// The OpenTelemetry Operator's default target, for the same collector.
+fn default_target_cpu_utilization() -> i32 {
+    90
 }
 
 /// How tenants are split over shards.

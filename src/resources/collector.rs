@@ -11,6 +11,10 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{
     StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
 };
+use k8s_openapi::api::autoscaling::v2::{
+    CrossVersionObjectReference, HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec, MetricSpec,
+    MetricTarget, ResourceMetricSource,
+};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, HTTPGetAction,
     PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSecurityContext, PodSpec, PodTemplateSpec,
@@ -394,7 +398,9 @@ pub fn stateful_set(
             "collector",
         ),
         spec: Some(StatefulSetSpec {
-            replicas: Some(spec.replicas),
+            // An autoscaled shard's size is its HorizontalPodAutoscaler's: left out, so the
+            // apply neither owns nor resets it.
+            replicas: spec.autoscaling.is_none().then_some(spec.replicas),
             // Collector pods are interchangeable behind the Service: start and stop them all at
             // once; rollouts still replace one at a time.
             pod_management_policy: Some("Parallel".into()),
@@ -525,6 +531,50 @@ pub fn service(collector: &RegionalCollector, shard: ShardIndex) -> Service {
         }),
         ..Service::default()
     }
+}
+
+/// The shard's HorizontalPodAutoscaler, when the collector asks for one.
+pub fn horizontal_pod_autoscaler(
+    collector: &RegionalCollector,
+    shard: ShardIndex,
+) -> Option<HorizontalPodAutoscaler> {
+    let autoscaling = collector.spec.autoscaling.as_ref()?;
+    let utilization = |resource: &str, percent: i32| MetricSpec {
+        type_: "Resource".into(),
+        resource: Some(ResourceMetricSource {
+            name: resource.into(),
+            target: MetricTarget {
+                type_: "Utilization".into(),
+                average_utilization: Some(percent),
+                ..MetricTarget::default()
+            },
+        }),
+        ..MetricSpec::default()
+    };
+    let mut metrics = vec![utilization("cpu", autoscaling.target_cpu_utilization)];
+    if let Some(memory) = autoscaling.target_memory_utilization {
+        metrics.push(utilization("memory", memory));
+    }
+    Some(HorizontalPodAutoscaler {
+        metadata: meta(
+            collector,
+            Some(shard),
+            workload_name(collector, shard),
+            "collector",
+        ),
+        spec: Some(HorizontalPodAutoscalerSpec {
+            scale_target_ref: CrossVersionObjectReference {
+                api_version: Some("apps/v1".into()),
+                kind: "StatefulSet".into(),
+                name: workload_name(collector, shard),
+            },
+            min_replicas: Some(autoscaling.min_replicas),
+            max_replicas: autoscaling.max_replicas,
+            metrics: Some(metrics),
+            ..HorizontalPodAutoscalerSpec::default()
+        }),
+        ..HorizontalPodAutoscaler::default()
+    })
 }
 
 /// At most one pod of a shard is evicted at a time (node drains), so a shard with several

@@ -301,7 +301,11 @@ pub fn available(collector: &RegionalCollector, workload: Option<&StatefulSet>) 
             "no configuration has been rolled out",
         );
     };
-    let want = collector.spec.replicas;
+    // An autoscaled shard wants what its autoscaler last chose.
+    let want = match collector.spec.autoscaling {
+        Some(_) => workload.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
+        None => collector.spec.replicas,
+    };
     let status = workload.status.clone().unwrap_or_default();
     // A rolling update is over when the revision every pod runs is the one wanted.
     let current = status.observed_generation >= workload.metadata.generation
@@ -402,6 +406,31 @@ mod tests {
         assert_eq!(
             available(&collector(0), Some(&workload(rolled(0, 0, true)))).reason,
             "ScaledToZero"
+        );
+    }
+
+    #[test]
+    fn an_autoscaled_shard_is_available_at_the_size_its_autoscaler_chose() {
+        let mut c = collector(2);
+        c.spec.autoscaling =
+            Some(serde_json::from_value(serde_json::json!({ "maxReplicas": 5 })).unwrap());
+        let mut three = workload(StatefulSetStatus {
+            replicas: 3,
+            ..rolled(3, 3, true)
+        });
+        three.spec = Some(k8s_openapi::api::apps::v1::StatefulSetSpec {
+            replicas: Some(3),
+            ..Default::default()
+        });
+        assert_eq!(
+            available(&c, Some(&three)).reason,
+            "MinimumReplicasAvailable"
+        );
+        c.spec.autoscaling = None;
+        assert_eq!(
+            available(&c, Some(&three)).reason,
+            "RollingOut",
+            "spec.replicas is 2"
         );
     }
 

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::DeleteParams;
@@ -60,6 +61,7 @@ async fn reconcile_inner(collector: Arc<RegionalCollector>, ctx: &Context) -> Re
     let mut observed = observe::observe(&collector, ctx).await?;
     let platform_hash = apply_platform_credential(&collector, ctx, &observed).await?;
     let live = std::mem::take(&mut observed.live);
+    let autoscaled = std::mem::take(&mut observed.autoscaled);
     let mut recorded = std::mem::take(&mut observed.recorded_shards);
     ctx.unseen_assignments.fill(&collector, &mut recorded);
     let sources = decide::sources(&collector, observed, platform_hash);
@@ -84,6 +86,14 @@ async fn reconcile_inner(collector: Arc<RegionalCollector>, ctx: &Context) -> Re
     }
     let gone = live.keys().filter(|i| !assignment.shards.contains_key(i));
     remove_shards(&collector, ctx, gone.copied().collect()).await?;
+    // Autoscaling switched off, or a shard removed before its StatefulSet was.
+    let unwanted = autoscaled
+        .iter()
+        .filter(|i| collector.spec.autoscaling.is_none() || !assignment.shards.contains_key(i));
+    for index in unwanted {
+        let name = desired::workload_name(&collector, *index);
+        delete::<HorizontalPodAutoscaler>(ctx, &namespace_of(&collector), &name).await?;
+    }
     let (status, decided) = decide::sharded_status(&collector, &whole, &outcomes);
     write_status(&collector, ctx, decided, status).await?;
     Ok(Action::requeue(ctx.settings.resync))
@@ -200,6 +210,7 @@ async fn remove_shards(
         delete::<Secret>(ctx, &namespace, &desired::secret_name(collector, index)).await?;
         delete::<Service>(ctx, &namespace, &workload).await?;
         delete::<PodDisruptionBudget>(ctx, &namespace, &workload).await?;
+        delete::<HorizontalPodAutoscaler>(ctx, &namespace, &workload).await?;
         delete::<StatefulSet>(ctx, &namespace, &workload).await?;
     }
     Ok(())
@@ -291,6 +302,9 @@ async fn roll_out(
     apply(&ctx.client, &namespace, &desired::service(collector, shard)).await?;
     let budget = desired::pod_disruption_budget(collector, shard);
     apply(&ctx.client, &namespace, &budget).await?;
+    if let Some(autoscaler) = desired::horizontal_pod_autoscaler(collector, shard) {
+        apply(&ctx.client, &namespace, &autoscaler).await?;
+    }
     announce_rollout(collector, ctx, shard, plan, rendered).await;
     Ok(workload)
 }

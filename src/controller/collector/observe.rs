@@ -1,9 +1,11 @@
 //! Everything the collector reconcile reads, in one place, into plain data.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use kube::api::ListParams;
+use kube::core::PartialObjectMeta;
 use kube::{Api, ResourceExt};
 
 use crate::api::{RegionalCollector, SecretKeyRef};
@@ -34,6 +36,8 @@ pub struct ObservedCollector {
     pub recorded_shards: BTreeMap<String, ShardIndex>,
     /// The collector's current StatefulSets, by shard.
     pub live: BTreeMap<ShardIndex, StatefulSet>,
+    /// The shards that have a HorizontalPodAutoscaler.
+    pub autoscaled: BTreeSet<ShardIndex>,
 }
 
 pub async fn observe(collector: &RegionalCollector, ctx: &Context) -> Result<ObservedCollector> {
@@ -69,6 +73,16 @@ pub async fn observe(collector: &RegionalCollector, ctx: &Context) -> Result<Obs
         .into_iter()
         .filter_map(|s| Some((desired::shard_of(s.labels())?, s)))
         .collect();
+    let autoscaled = Api::<PartialObjectMeta<HorizontalPodAutoscaler>>::namespaced(
+        ctx.client.clone(),
+        &namespace,
+    )
+    .list_metadata(&of_collector)
+    .await?
+    .items
+    .iter()
+    .filter_map(|h| desired::shard_of(h.labels()))
+    .collect();
     Ok(ObservedCollector {
         platform_credential,
         blob_connection_string: user_secret(ctx, &namespace, blob).await?,
@@ -81,6 +95,7 @@ pub async fn observe(collector: &RegionalCollector, ctx: &Context) -> Result<Obs
         tenants: tenants(ctx, &namespace),
         recorded_shards: recorded_shards(ctx, collector, &namespace),
         live,
+        autoscaled,
     })
 }
 
