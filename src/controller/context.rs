@@ -386,13 +386,10 @@ mod tests {
     use super::*;
 
     fn collector(name: &str) -> RegionalCollector {
-        serde_json::from_value(serde_json::json!({
-            "apiVersion": "telemux.io/v1alpha1",
-            "kind": "RegionalCollector",
-            "metadata": { "name": name, "namespace": "tenants" },
-            "spec": { "region": "westeurope" },
-        }))
-        .unwrap()
+        let spec = serde_json::from_value(serde_json::json!({ "region": "westeurope" })).unwrap();
+        let mut collector = RegionalCollector::new(name, spec);
+        collector.metadata.namespace = Some("tenants".into());
+        collector
     }
 
     #[test]
