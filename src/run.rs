@@ -228,7 +228,6 @@ fn children<K>(
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
-        + DeserializeOwned
         + std::fmt::Debug
         + Send
         + Sync

@@ -42,7 +42,8 @@ pub struct Context {
     caches_synced: tokio::sync::watch::Receiver<bool>,
     /// Each collector's burst of triggers, for `Settings::collector_debounce`.
     pub collector_pacing: Pacing,
-    /// Metadata of every Secret in scope (their resourceVersions), from a watch.
+    /// Metadata of users' Secrets in scope (their resourceVersions; not telemux's own), from
+    /// a watch.
     pub user_secrets: Store<PartialObjectMeta<Secret>>,
     /// Keys of users' Secrets read before, by resourceVersion.
     pub user_secret_values: UserSecretValues,
@@ -151,7 +152,7 @@ impl Context {
             .get(&ObjectRef::new(name).within(namespace))
     }
 
-    /// A Secret's resourceVersion, from the metadata watch.
+    /// A user's Secret's resourceVersion, from the metadata watch.
     pub fn secret_version(&self, namespace: &str, name: &str) -> Option<String> {
         self.user_secrets
             .get(&ObjectRef::new(name).within(namespace))?

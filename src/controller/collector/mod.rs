@@ -86,7 +86,7 @@ async fn reconcile_inner(collector: Arc<RegionalCollector>, ctx: &Context) -> Re
     }
     let gone = live.keys().filter(|i| !assignment.shards.contains_key(i));
     remove_shards(&collector, ctx, gone.copied().collect()).await?;
-    // Autoscaling switched off, or a shard removed before its StatefulSet was.
+    // Autoscalers of removed shards, and all of them once autoscaling is switched off.
     let unwanted = autoscaled
         .iter()
         .filter(|i| collector.spec.autoscaling.is_none() || !assignment.shards.contains_key(i));
@@ -210,7 +210,6 @@ async fn remove_shards(
         delete::<Secret>(ctx, &namespace, &desired::secret_name(collector, index)).await?;
         delete::<Service>(ctx, &namespace, &workload).await?;
         delete::<PodDisruptionBudget>(ctx, &namespace, &workload).await?;
-        delete::<HorizontalPodAutoscaler>(ctx, &namespace, &workload).await?;
         delete::<StatefulSet>(ctx, &namespace, &workload).await?;
     }
     Ok(())
