@@ -52,6 +52,12 @@ fn start_operator(namespace: &str, kubeconfig: &str) -> std::process::Child {
         .env("KUBECONFIG", kubeconfig)
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::null());
+    // BENCH_OPERATOR_LOG=<file> keeps the operator's log (RUST_LOG from the environment).
+    if let Ok(path) = std::env::var("BENCH_OPERATOR_LOG") {
+        let log = std::fs::File::create(&path).expect("the operator log file");
+        let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
+        command.env("RUST_LOG", filter).stdout(log);
+    }
     if let Ok(collector) = std::env::var("OTELCOL_BIN") {
         command.arg(format!("--collector-binary={collector}"));
     }

@@ -42,10 +42,35 @@ pub fn hash_password(password: &str) -> Result<String, HashError> {
     Ok(bcrypt::hash_with_result(password, BCRYPT_COST)?.format_for_version(bcrypt::Version::TwoY))
 }
 
-/// True when `hash` is a bcrypt hash of `password`.
+/// True when `hash` is a bcrypt hash of `password`. Every reconcile of a tenant checks its
+/// stored credential, and bcrypt is slow by design (even at cost 4, half of the operator's CPU
+/// in a burst of thousands of tenants), so a pair verified once is remembered: by hash, with
+/// a SHA-256 of the password (never the password itself).
 pub fn verify_password(password: &str, hash: &str) -> bool {
-    bcrypt::verify(password, hash).unwrap_or(false)
+    use sha2::Digest;
+    let digest: [u8; 32] = sha2::Sha256::digest(password.as_bytes()).into();
+    let mut verified = VERIFIED.lock().unwrap_or_else(|p| p.into_inner());
+    if verified.get(hash) == Some(&digest) {
+        return true;
+    }
+    drop(verified);
+    let intact = bcrypt::verify(password, hash).unwrap_or(false);
+    if intact {
+        verified = VERIFIED.lock().unwrap_or_else(|p| p.into_inner());
+        if verified.len() >= MAX_VERIFIED {
+            verified.clear(); // a bound, not an LRU: a miss costs one bcrypt
+        }
+        verified.insert(hash.to_owned(), digest);
+    }
+    intact
 }
+
+/// Verified pairs kept (about 100 bytes each).
+const MAX_VERIFIED: usize = 100_000;
+
+static VERIFIED: std::sync::LazyLock<
+    std::sync::Mutex<std::collections::HashMap<String, [u8; 32]>>,
+> = std::sync::LazyLock::new(Default::default);
 
 /// A bcrypt hash as the collector's htpasswd parser accepts it.
 pub fn is_bcrypt_hash(hash: &str) -> bool {
@@ -68,5 +93,9 @@ mod tests {
         assert!(is_bcrypt_hash(&a.bcrypt_hash));
         assert!(verify_password(&a.password, &a.bcrypt_hash));
         assert!(!verify_password(&b.password, &a.bcrypt_hash));
+        // Remembered pairs pass again; remembering never lets another password through.
+        assert!(verify_password(&a.password, &a.bcrypt_hash));
+        assert!(!verify_password(&b.password, &a.bcrypt_hash));
+        assert!(!verify_password("", &a.bcrypt_hash));
     }
 }

@@ -11,6 +11,7 @@ use futures::future::BoxFuture;
 use futures::{FutureExt, Stream, StreamExt};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -20,7 +21,7 @@ use serde::de::DeserializeOwned;
 
 use crate::api::{RegionalCollector, TelemetryTenant};
 use crate::controller::triggers;
-use crate::controller::{self, Context, Settings, Stores};
+use crate::controller::{self, ChildStores, Context, Settings, Stores};
 use crate::resources::collector::SHARD_RECORD_COMPONENT;
 use crate::resources::{LABEL_COMPONENT, LABEL_MANAGED_BY};
 use crate::server::{Health, Readiness};
@@ -158,8 +159,9 @@ impl Watches {
         }
     }
 
-    fn stores(&self) -> Stores {
+    fn stores(&self, children: ChildStores) -> Stores {
         Stores {
+            children,
             tenants: self.tenants.store.clone(),
             collectors: self.collectors.store.clone(),
             managed_secrets: self.managed_secrets.store.clone(),
@@ -218,12 +220,35 @@ impl Watches {
     }
 }
 
-/// A collector's children of one kind, as a trigger only: their metadata (the owner reference)
-/// is all the controller needs, and the shards' configurations are hundreds of KiB each.
+/// The writers behind [`ChildStores`], handed to the collector controller's child watches.
+struct ChildWriters {
+    config_maps: reflector::store::Writer<PartialObjectMeta<ConfigMap>>,
+    services: reflector::store::Writer<PartialObjectMeta<Service>>,
+    budgets: reflector::store::Writer<PartialObjectMeta<PodDisruptionBudget>>,
+}
+
+fn child_stores() -> (ChildStores, ChildWriters) {
+    let writers = ChildWriters {
+        config_maps: reflector::store::Writer::default(),
+        services: reflector::store::Writer::default(),
+        budgets: reflector::store::Writer::default(),
+    };
+    let stores = ChildStores {
+        config_maps: writers.config_maps.as_reader(),
+        services: writers.services.as_reader(),
+        budgets: writers.budgets.as_reader(),
+    };
+    (stores, writers)
+}
+
+/// A collector's children of one kind: their metadata (the owner reference, the
+/// resourceVersion) is all the controller needs, and the shards' configurations are hundreds
+/// of KiB each. With a `writer`, also kept in its store.
 fn children<K>(
     client: &Client,
     scope: &Scope,
     config: &watcher::Config,
+    writer: Option<reflector::store::Writer<PartialObjectMeta<K>>>,
 ) -> impl Stream<Item = watcher::Result<PartialObjectMeta<K>>> + Send + 'static
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
@@ -233,7 +258,16 @@ where
         + Sync
         + 'static,
 {
-    watcher(scope.api::<PartialObjectMeta<K>>(client), config.clone()).touched_objects()
+    let events = lean(watcher(
+        scope.api::<PartialObjectMeta<K>>(client),
+        config.clone(),
+    ));
+    match writer {
+        Some(writer) => reflector::reflector(writer, events)
+            .touched_objects()
+            .boxed(),
+        None => events.touched_objects().boxed(),
+    }
 }
 
 /// What no reconcile reads, dropped before it reaches a cache: managed fields (often as large
@@ -267,8 +301,9 @@ pub async fn run(
         watches.collectors.store.clone(),
     );
     let caches_synced = watches.report_synced(health.clone());
-    let collector = collector_controller(&client, &scope, &watches);
-    let ctx = Context::new(client.clone(), watches.stores(), settings, metrics);
+    let (children, writers) = child_stores();
+    let collector = collector_controller(&client, &scope, &watches, writers);
+    let ctx = Context::new(client.clone(), watches.stores(children), settings, metrics);
     let tenants = tenant_controller(&watches)
         .graceful_shutdown_on(shutdown.clone())
         .run(
@@ -314,6 +349,10 @@ fn tenant_controller(watches: &Watches) -> Controller<TelemetryTenant> {
     let (by_collector, by_secret) = (tenants.store.clone(), tenants.store.clone());
     let verdicts = triggers::CollectorVerdicts::default();
     let collectors = watches.collectors.store.clone();
+    let (records, record_entries) = (
+        watches.shard_records.store.clone(),
+        triggers::ShardRecordEntries::default(),
+    );
     let changes = beyond_status(tenants.subscribe(), tenants.store.clone());
     Controller::for_shared_stream(changes, tenants.store.clone())
         .with_config(ControllerConfig::default().concurrency(TENANT_CONCURRENCY))
@@ -323,8 +362,10 @@ fn tenant_controller(watches: &Watches) -> Controller<TelemetryTenant> {
             let exists = collectors.get(&ObjectRef::from_obj(&*collector)).is_some();
             verdicts.tenants_to_requeue(&by_collector.state(), &collector, exists)
         })
-        .watches_shared_stream(watches.shard_records.subscribe(), |record| {
-            triggers::tenants_of_shard_record(&record)
+        .watches_shared_stream(watches.shard_records.subscribe(), move |record| {
+            // The cache drops a deleted record before its last state reaches us.
+            let exists = records.get(&ObjectRef::from_obj(&*record)).is_some();
+            record_entries.tenants_to_requeue(&record, exists)
         })
         .watches_shared_stream(watches.user_secrets.subscribe(), move |secret| {
             let namespace = secret.namespace();
@@ -377,6 +418,7 @@ fn collector_controller(
     client: &Client,
     scope: &Scope,
     watches: &Watches,
+    writers: ChildWriters,
 ) -> Controller<RegionalCollector> {
     let managed = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}=telemux"));
     // Debounced in the reconcile (`controller::context::Pacing`), not here: kube's debounce
@@ -391,11 +433,13 @@ fn collector_controller(
     let tenants = watches.tenants.store.clone();
     Controller::for_shared_stream(collectors.subscribe(), collectors.store.clone())
         .with_config(config)
-        .owns_stream(children::<ConfigMap>(client, scope, &managed))
-        .owns_stream(children::<StatefulSet>(client, scope, &managed))
-        .owns_stream(children::<Service>(client, scope, &managed))
+        .owns_stream(children(client, scope, &managed, Some(writers.config_maps)))
+        .owns_stream(children::<StatefulSet>(client, scope, &managed, None))
+        .owns_stream(children(client, scope, &managed, Some(writers.services)))
+        .owns_stream(children(client, scope, &managed, Some(writers.budgets)))
         .watches_shared_stream(watches.managed_secrets.subscribe(), move |secret| {
-            triggers::collectors_of_managed_secret(&c1.state(), &tenants.state(), &secret)
+            let owner = triggers::owning_tenant(&secret).and_then(|t| tenants.get(&t));
+            triggers::collectors_of_managed_secret(&c1.state(), owner.as_deref(), &secret)
         })
         .watches_shared_stream(watches.tenants.subscribe(), move |tenant| {
             triggers::collectors_of_tenant(&c2.state(), &tenant)

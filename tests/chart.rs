@@ -256,7 +256,7 @@ fn expected_cluster_rules() -> Vec<PolicyRule> {
         rule(
             "policy",
             &["poddisruptionbudgets"],
-            &["patch", "create", "delete"],
+            &["list", "watch", "patch", "create", "delete"],
         ),
         rule(
             "autoscaling",

@@ -155,6 +155,12 @@ pub const ALL: &[Reason] = &[
 
 /// The tag of a reason found in a stored condition. A name telemux does not know (written by
 /// an older version) asks for action, so it is announced rather than hidden.
+/// A collector's verdict that only says the tenant is not ready for it yet (its credential or
+/// connection string is still to come): the tenant's own conditions say the same, first hand.
+pub fn is_tenant_pending(name: &str) -> bool {
+    name == CREDENTIALS_PENDING.name || name == CONNECTION_STRING_PENDING.name
+}
+
 pub fn kind_of(name: &str) -> Kind {
     ALL.iter().find(|r| r.name == name).map_or(Act, |r| r.kind)
 }

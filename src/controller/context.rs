@@ -5,7 +5,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::Client;
 use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Recorder, Reporter};
@@ -16,6 +17,7 @@ use super::io::{SecretLookup, secret_value};
 use super::provision::AzureComponents;
 use super::retry::ProvisionTimings;
 use crate::api::{RegionalCollector, TelemetryTenant};
+use crate::pipeline::selection::{ListedCollector, Listing};
 
 /// Shared by every reconcile.
 pub struct Context {
@@ -49,6 +51,12 @@ pub struct Context {
     pub user_secret_values: UserSecretValues,
     /// Statuses written but perhaps not yet in the cache.
     pub sent_statuses: SentStatuses,
+    /// Metadata of the collectors' children, from watches.
+    pub children: ChildStores,
+    /// What this process last applied to each child, and the version that left.
+    pub applied_children: AppliedChildren,
+    /// Each collector's status, indexed (`Listing`), for its current resourceVersion.
+    pub listings: Listings,
 }
 
 /// Tunables of the controllers.
@@ -92,6 +100,36 @@ pub struct Stores {
     pub shard_records: Store<ConfigMap>,
     /// True once every store above holds its first full list.
     pub synced: tokio::sync::watch::Receiver<bool>,
+    /// Not awaited: a child missing from these is applied, which is always safe.
+    pub children: ChildStores,
+}
+
+/// Metadata (resourceVersions) of the collectors' children the reconcile applies: with dozens
+/// of shards, re-applying every shard's objects on each reconcile cost the API server a
+/// full merge of hundreds of KiB of configuration per shard, for nothing.
+#[derive(Clone)]
+pub struct ChildStores {
+    pub config_maps: Store<PartialObjectMeta<ConfigMap>>,
+    pub services: Store<PartialObjectMeta<Service>>,
+    pub budgets: Store<PartialObjectMeta<PodDisruptionBudget>>,
+}
+
+impl ChildStores {
+    /// A child's live resourceVersion, from its store.
+    pub fn version<K>(
+        store: &Store<PartialObjectMeta<K>>,
+        namespace: &str,
+        name: &str,
+    ) -> Option<String>
+    where
+        K: kube::Resource<DynamicType = ()> + Clone + 'static,
+    {
+        store
+            .get(&ObjectRef::new(name).within(namespace))?
+            .metadata
+            .resource_version
+            .clone()
+    }
 }
 
 impl Context {
@@ -135,6 +173,9 @@ impl Context {
             user_secrets: stores.user_secrets,
             user_secret_values: UserSecretValues::default(),
             sent_statuses: SentStatuses::default(),
+            children: stores.children,
+            applied_children: AppliedChildren::default(),
+            listings: Listings::default(),
         })
     }
 
@@ -164,6 +205,68 @@ impl Context {
     /// A managed Secret's key, from the watch cache.
     pub fn managed_secret_value(&self, namespace: &str, name: &str, key: &str) -> Option<String> {
         secret_value(&*self.managed_secret(namespace, name)?, key)
+    }
+}
+
+/// Each collector's [`Listing`] for the resourceVersion it was built from: built once per
+/// status change, read by every tenant reconcile in between.
+#[derive(Default)]
+pub struct Listings(Mutex<HashMap<CollectorKey, VersionedListing>>);
+
+/// A listing and the collector resourceVersion it was built from.
+type VersionedListing = (Option<String>, Arc<Listing>);
+
+/// A collector by namespace and name.
+type CollectorKey = (Option<String>, String);
+
+impl Listings {
+    pub fn of(&self, collector: Arc<RegionalCollector>) -> ListedCollector {
+        use kube::ResourceExt;
+        let key = (collector.namespace(), collector.name_any());
+        let version = collector.resource_version();
+        let known = {
+            let listings = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            listings
+                .get(&key)
+                .filter(|(v, _)| version.is_some() && *v == version)
+                .map(|(_, listing)| listing.clone())
+        };
+        let listing = known.unwrap_or_else(|| {
+            let listing = Arc::new(Listing::of(&collector));
+            let mut listings = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            listings.insert(key, (version, listing.clone()));
+            listing
+        });
+        ListedCollector { collector, listing }
+    }
+}
+
+/// For each child (kind/namespace/name): a fingerprint of the object this process last
+/// applied and the resourceVersion the API server answered with. While the watch still shows
+/// that version, nobody has changed the child since, and the same apply would change nothing.
+#[derive(Default)]
+pub struct AppliedChildren(Mutex<HashMap<String, (u64, String)>>);
+
+impl AppliedChildren {
+    /// Whether `live_version` is what applying `fingerprint` last left.
+    pub fn is_current(&self, key: &str, fingerprint: u64, live_version: Option<&str>) -> bool {
+        let applied = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match (applied.get(key), live_version) {
+            (Some((f, version)), Some(live)) => *f == fingerprint && version == live,
+            _ => false,
+        }
+    }
+
+    pub fn record(&self, key: String, fingerprint: u64, version: Option<String>) {
+        let mut applied = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match version {
+            Some(version) => applied.insert(key, (fingerprint, version)),
+            None => applied.remove(&key),
+        };
+    }
+
+    pub fn forget(&self, key: &str) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
     }
 }
 
@@ -340,11 +443,23 @@ impl SentStatuses {
 }
 
 /// A debounce that cannot starve: a key runs once its triggers have been quiet for `quiet`,
-/// or `quiet × MAX_DELAY_FACTOR` after the first trigger of the burst, whichever comes first.
+/// or `quiet × MAX_DELAY_FACTOR` after the burst began, whichever comes first.
 /// Every trigger calls [`Pacing::wait`] (a reconcile that returned a requeue is called again
 /// at once on a new trigger, or by its timer when none came).
+///
+/// Triggers that arrive during a run are seen only when it ends ([`Pacing::finished`]); their
+/// burst began while the run was going, so it counts from the run's start. Without that, a
+/// burst of thousands of tenants, whose reconciles take a while, waited ten quiet periods
+/// after each one.
 #[derive(Default)]
-pub struct Pacing(Mutex<HashMap<String, Burst>>);
+pub struct Pacing(Mutex<PacingState>);
+
+#[derive(Default)]
+struct PacingState {
+    bursts: HashMap<String, Burst>,
+    /// When each key's last run started, and ended.
+    runs: HashMap<String, (Instant, Option<Instant>)>,
+}
 
 /// How much longer than the quiet period a burst may delay its key.
 pub const MAX_DELAY_FACTOR: u32 = 10;
@@ -360,25 +475,38 @@ impl Pacing {
         self.wait_at(key, quiet, Instant::now())
     }
 
+    /// The run that `wait` let go has ended.
+    pub fn finished(&self, key: &str) {
+        self.finished_at(key, Instant::now());
+    }
+
     fn wait_at(&self, key: &str, quiet: Duration, now: Instant) -> Option<Duration> {
-        let mut bursts = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(burst) = bursts.get_mut(key) else {
-            bursts.insert(
-                key.to_owned(),
-                Burst {
-                    first: now,
-                    last: now,
-                },
-            );
-            return Some(quiet);
-        };
+        let mut state = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let PacingState { bursts, runs } = &mut *state;
+        let burst = bursts.entry(key.to_owned()).or_insert_with(|| {
+            let first = match runs.get(key) {
+                // Called right after a run: triggered while it ran.
+                Some((started, Some(ended))) if now.duration_since(*ended) < quiet => *started,
+                _ => now,
+            };
+            Burst { first, last: now }
+        });
         let deadline = burst.first + quiet * MAX_DELAY_FACTOR;
-        if now.duration_since(burst.last) >= quiet || now >= deadline {
+        let new = burst.last == now;
+        if (!new && now.duration_since(burst.last) >= quiet) || now >= deadline {
             bursts.remove(key);
+            runs.insert(key.to_owned(), (now, None));
             return None;
         }
         burst.last = now;
         Some(quiet.min(deadline - now))
+    }
+
+    fn finished_at(&self, key: &str, now: Instant) {
+        let mut state = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, ended @ None)) = state.runs.get_mut(key) {
+            *ended = Some(now);
+        }
     }
 }
 
@@ -465,5 +593,76 @@ mod tests {
         // Quiet for a period: it runs.
         assert!(pacing.wait_at("us", quiet, at(0)).is_some());
         assert_eq!(pacing.wait_at("us", quiet, at(150)), None);
+    }
+
+    #[test]
+    fn a_collectors_listing_is_built_once_per_status_version() {
+        let listings = Listings::default();
+        let mut eu = collector("eu");
+        eu.metadata.resource_version = Some("1".into());
+        eu.status =
+            serde_json::from_value(serde_json::json!({ "routedTenants": ["acme"] })).unwrap();
+        let first = listings.of(Arc::new(eu.clone()));
+        assert!(first.listing.routes("acme"));
+        let again = listings.of(Arc::new(eu.clone()));
+        assert!(
+            Arc::ptr_eq(&first.listing, &again.listing),
+            "same version, same index"
+        );
+        eu.metadata.resource_version = Some("2".into());
+        eu.status =
+            serde_json::from_value(serde_json::json!({ "routedTenants": ["globex"] })).unwrap();
+        let changed = listings.of(Arc::new(eu));
+        assert!(!changed.listing.routes("acme") && changed.listing.routes("globex"));
+    }
+
+    #[test]
+    fn a_child_is_current_only_at_the_version_our_last_apply_of_the_same_object_left() {
+        let applied = AppliedChildren::default();
+        let key = "ConfigMap/tenants/eu-collector";
+        assert!(
+            !applied.is_current(key, 1, Some("10")),
+            "never applied here"
+        );
+        applied.record(key.into(), 1, Some("10".into()));
+        assert!(applied.is_current(key, 1, Some("10")));
+        assert!(!applied.is_current(key, 2, Some("10")), "another object");
+        assert!(
+            !applied.is_current(key, 1, Some("11")),
+            "someone changed it"
+        );
+        assert!(
+            !applied.is_current(key, 1, None),
+            "deleted, or not seen yet"
+        );
+        applied.forget(key);
+        assert!(!applied.is_current(key, 1, Some("10")));
+    }
+
+    #[test]
+    fn a_burst_that_went_on_through_a_long_run_runs_again_at_once() {
+        let pacing = Pacing::default();
+        let quiet = Duration::from_millis(100);
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        assert!(pacing.wait_at("eu", quiet, at(0)).is_some());
+        assert_eq!(pacing.wait_at("eu", quiet, at(1000)), None, "runs at 1 s");
+        // The run took 3 s and triggers came meanwhile: ten quiet periods have passed since
+        // it began, so the next run is due at once.
+        pacing.finished_at("eu", at(4000));
+        assert_eq!(pacing.wait_at("eu", quiet, at(4001)), None);
+        // After a short run, a trigger still waits for quiet (or the deadline from the run).
+        pacing.finished_at("eu", at(4010));
+        assert!(pacing.wait_at("eu", quiet, at(4050)).is_some());
+        assert!(pacing.wait_at("eu", quiet, at(4100)).is_some());
+        assert_eq!(
+            pacing.wait_at("eu", quiet, at(4200)),
+            None,
+            "quiet for 100 ms"
+        );
+        pacing.finished_at("eu", at(4300));
+        // Idle for long: a new trigger waits for quiet as a first one does.
+        assert_eq!(pacing.wait_at("eu", quiet, at(60_000)), Some(quiet));
+        assert_eq!(pacing.wait_at("eu", quiet, at(60_100)), None);
     }
 }

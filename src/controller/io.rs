@@ -106,6 +106,32 @@ pub async fn read_secret(client: &Client, namespace: &str, name: &str) -> Result
         .await?)
 }
 
+/// Creates an object; false when one of that name exists already.
+pub async fn create<K>(client: &Client, object: &K) -> Result<bool>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Serialize
+        + DeserializeOwned
+        + Clone
+        + std::fmt::Debug,
+{
+    let namespace = object
+        .meta()
+        .namespace
+        .clone()
+        .ok_or(Error::MissingField("metadata.namespace"))?;
+    let api: Api<K> = Api::namespaced(client.clone(), &namespace);
+    let params = kube::api::PostParams {
+        field_manager: Some(FIELD_MANAGER.to_owned()),
+        ..kube::api::PostParams::default()
+    };
+    match api.create(&params, object).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Server-side apply of a whole object under telemux's field manager. An apply that changes
 /// nothing is not persisted by the API server, so children keep their resourceVersion.
 pub async fn apply<K>(client: &Client, namespace: &str, object: &K) -> Result<K>
@@ -121,15 +147,84 @@ where
         .name
         .clone()
         .ok_or(Error::MissingField("metadata.name"))?;
-    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    apply_value(client, namespace, &name, applied_value(object)?).await
+}
+
+/// An object as server-side apply takes it: apiVersion and kind are required.
+fn applied_value<K>(object: &K) -> Result<serde_json::Value>
+where
+    K: Resource<DynamicType = ()> + Serialize,
+{
     let mut value = serde_json::to_value(object).map_err(|e| Error::Serialize("object", e))?;
-    // apiVersion and kind are required by server-side apply.
     value["apiVersion"] = K::api_version(&()).into();
     value["kind"] = K::kind(&()).into();
+    Ok(value)
+}
+
+async fn apply_value<K>(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    value: serde_json::Value,
+) -> Result<K>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + DeserializeOwned
+        + Clone
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
     let params = kube::api::PatchParams::apply(FIELD_MANAGER).force();
     Ok(api
-        .patch(&name, &params, &kube::api::Patch::Apply(value))
+        .patch(name, &params, &kube::api::Patch::Apply(value))
         .await?)
+}
+
+/// Server-side apply of a collector's child, skipped when this process applied the very same
+/// object last and `live_version` (from a watch, or a list) is still the version that apply
+/// left: nobody has changed the child since, so the apply would change nothing. Anyone else's
+/// change moves the version and is applied over. Returns the object as applied, or `None` when
+/// skipped.
+pub async fn apply_child<K>(
+    ctx: &Context,
+    namespace: &str,
+    object: &K,
+    live_version: Option<String>,
+) -> Result<Option<K>>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Serialize
+        + DeserializeOwned
+        + Clone
+        + std::fmt::Debug,
+{
+    let name = object
+        .meta()
+        .name
+        .clone()
+        .ok_or(Error::MissingField("metadata.name"))?;
+    let value = applied_value(object)?;
+    let fingerprint = fingerprint_of(&value)?;
+    let key = format!("{}/{namespace}/{name}", K::kind(&()));
+    if ctx
+        .applied_children
+        .is_current(&key, fingerprint, live_version.as_deref())
+    {
+        return Ok(None);
+    }
+    let applied: K = apply_value(&ctx.client, namespace, &name, value).await?;
+    let version = applied.meta().resource_version.clone();
+    ctx.applied_children.record(key, fingerprint, version);
+    Ok(Some(applied))
+}
+
+/// A fingerprint of an object as sent: the same object serializes to the same bytes.
+fn fingerprint_of(value: &serde_json::Value) -> Result<u64> {
+    use std::hash::{Hash, Hasher};
+    let bytes = serde_json::to_vec(value).map_err(|e| Error::Serialize("object", e))?;
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut hasher);
+    Ok(hasher.finish())
 }
 
 /// Server-side apply of a Secret, skipped when `live` (the watch cache) already holds it

@@ -22,7 +22,7 @@ pub mod retry;
 pub mod tenant;
 pub mod triggers;
 
-pub use context::{Context, Settings, Stores};
+pub use context::{ChildStores, Context, Settings, Stores};
 pub use error::{Error, Result};
 
 /// Runs one reconcile, counting it, its duration and its failure kind.

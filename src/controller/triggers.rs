@@ -31,7 +31,7 @@ use kube::runtime::reflector::ObjectRef;
 
 use crate::api::{RegionalCollector, TelemetryTenant};
 use crate::pipeline::selection::{Considered, collector_considers};
-use crate::resources::{LABEL_COLLECTOR, LABEL_TENANT};
+use crate::resources::LABEL_COLLECTOR;
 
 /// A tenant change requeues only the collectors that consider it.
 pub fn collectors_of_tenant(
@@ -67,7 +67,12 @@ impl Verdicts {
             for e in &status.excluded_tenants {
                 verdicts.by_id.insert(e.tenant_id.clone(), e.reason.clone());
             }
-            for r in &status.rejected_tenants {
+            // "Not ready for it yet" reads as not listed on the tenant (`decide::routed`).
+            let decided = status
+                .rejected_tenants
+                .iter()
+                .filter(|r| !crate::api::reasons::is_tenant_pending(&r.reason));
+            for r in decided {
                 verdicts
                     .by_name
                     .insert(r.name.clone(), format!("{}: {}", r.reason, r.message));
@@ -157,35 +162,77 @@ pub fn tenants_of_collector(
         .collect()
 }
 
-/// A Secret telemux wrote: the collector it belongs to, or the collectors of its tenant.
+/// A Secret telemux wrote: the collector it belongs to, or the collectors of the tenant that
+/// owns it (`owner`, looked up by the caller from the Secret's owner reference: with thousands
+/// of tenants, a scan of all of them per Secret change was a good part of the operator's CPU).
 pub fn collectors_of_managed_secret(
     collectors: &[Arc<RegionalCollector>],
-    tenants: &[Arc<TelemetryTenant>],
+    owner: Option<&TelemetryTenant>,
     secret: &Secret,
 ) -> Vec<ObjectRef<RegionalCollector>> {
-    let labels = secret.labels();
-    if let Some(name) = labels.get(LABEL_COLLECTOR) {
+    if let Some(name) = secret.labels().get(LABEL_COLLECTOR) {
         return vec![ObjectRef::new(name).within(&secret.namespace().unwrap_or_default())];
     }
-    let Some(tenant_id) = labels.get(LABEL_TENANT) else {
-        return Vec::new();
-    };
-    tenants
-        .iter()
-        .filter(|t| t.namespace() == secret.namespace() && &t.spec.tenant_id == tenant_id)
-        .flat_map(|t| collectors_of_tenant(collectors, t))
-        .collect()
+    owner
+        .map(|tenant| collectors_of_tenant(collectors, tenant))
+        .unwrap_or_default()
 }
 
-/// A shard record: the tenants it lists, whose endpoints are on that shard.
-pub fn tenants_of_shard_record(record: &ConfigMap) -> Vec<ObjectRef<TelemetryTenant>> {
-    let namespace = record.namespace().unwrap_or_default();
-    record
-        .data
+/// The TelemetryTenant a Secret belongs to, by its owner reference.
+pub fn owning_tenant(secret: &Secret) -> Option<ObjectRef<TelemetryTenant>> {
+    let owner = secret
+        .owner_references()
         .iter()
-        .flatten()
-        .map(|(tenant, _)| ObjectRef::new(tenant).within(&namespace))
-        .collect()
+        .find(|o| o.kind == "TelemetryTenant" && o.api_version.starts_with("telemux.io/"))?;
+    Some(ObjectRef::new(&owner.name).within(&secret.namespace()?))
+}
+
+/// Remembers each shard record's entries, so that a record change requeues only the tenants
+/// it added, moved or dropped: a record is rewritten each time its shard gains tenants, and
+/// requeueing all of its (up to 500) tenants each time was most tenant reconciles of a burst.
+#[derive(Default)]
+pub struct ShardRecordEntries(std::sync::Mutex<BTreeMap<RecordKey, BTreeMap<String, String>>>);
+
+/// A shard record by namespace and name.
+type RecordKey = (Option<String>, String);
+
+impl ShardRecordEntries {
+    /// The tenants whose entry changed; all of them when the record is new to this process
+    /// or gone (`exists` false).
+    pub fn tenants_to_requeue(
+        &self,
+        record: &ConfigMap,
+        exists: bool,
+    ) -> Vec<ObjectRef<TelemetryTenant>> {
+        let namespace = record.namespace();
+        let entries = record.data.clone().unwrap_or_default();
+        let key = (namespace.clone(), record.name_any());
+        let previous = {
+            let mut memo = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            if exists {
+                memo.insert(key, entries.clone())
+            } else {
+                memo.remove(&key)
+            }
+        };
+        let changed: BTreeSet<&String> = match &previous {
+            Some(previous) if exists => entries
+                .iter()
+                .filter(|(tenant, shard)| previous.get(*tenant) != Some(*shard))
+                .map(|(tenant, _)| tenant)
+                .chain(previous.keys().filter(|t| !entries.contains_key(*t)))
+                .collect(),
+            _ => entries
+                .keys()
+                .chain(previous.iter().flat_map(|p| p.keys()))
+                .collect(),
+        };
+        let namespace = namespace.unwrap_or_default();
+        changed
+            .into_iter()
+            .map(|tenant| ObjectRef::new(tenant).within(&namespace))
+            .collect()
+    }
 }
 
 /// A user Secret (by namespace and name): the tenants whose existing connection string it holds.
@@ -243,20 +290,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_shard_record_requeues_the_tenants_it_lists_in_its_namespace() {
+    fn a_shard_record_requeues_the_tenants_whose_entry_changed() {
         let collector = collector("eu", "westeurope", None);
         let mut collector = (*collector).clone();
         collector.metadata.namespace = Some("tenants".into());
-        let tenants = ["acme".to_owned(), "globex".to_owned()].into();
-        let record = crate::resources::collector::shard_record(&collector, 1, &tenants);
-        let requeued = tenants_of_shard_record(&record);
-        assert_eq!(
-            requeued,
-            vec![
-                ObjectRef::new("acme").within("tenants"),
-                ObjectRef::new("globex").within("tenants")
-            ]
+        let record = |tenants: &[&str]| {
+            let tenants = tenants.iter().map(|t| t.to_string()).collect();
+            crate::resources::collector::shard_record(&collector, 1, &tenants)
+        };
+        let refs = |names: &[&str]| -> Vec<ObjectRef<TelemetryTenant>> {
+            names
+                .iter()
+                .map(|n| ObjectRef::new(n).within("tenants"))
+                .collect()
+        };
+        let entries = ShardRecordEntries::default();
+        // New to this process: every tenant it lists.
+        let first = entries.tenants_to_requeue(&record(&["acme", "globex"]), true);
+        assert_eq!(first, refs(&["acme", "globex"]));
+        // Gaining a tenant requeues that tenant only; losing one, that one.
+        let gained = entries.tenants_to_requeue(&record(&["acme", "globex", "initech"]), true);
+        assert_eq!(gained, refs(&["initech"]));
+        let lost = entries.tenants_to_requeue(&record(&["acme", "initech"]), true);
+        assert_eq!(lost, refs(&["globex"]));
+        assert!(
+            entries
+                .tenants_to_requeue(&record(&["acme", "initech"]), true)
+                .is_empty()
         );
+        // Deleted: all it listed.
+        let deleted = entries.tenants_to_requeue(&record(&["acme", "initech"]), false);
+        assert_eq!(deleted, refs(&["acme", "initech"]));
     }
 
     fn collector(
@@ -281,6 +345,24 @@ mod tests {
         let mut t = TelemetryTenant::new(id, serde_json::from_value(spec).unwrap());
         t.metadata.namespace = Some("ns".into());
         t
+    }
+
+    #[test]
+    fn a_tenants_secret_requeues_the_collectors_of_its_owner() {
+        let mut acme = tenant("acme", &["westeurope"]);
+        acme.metadata.uid = Some("uid-acme".into());
+        let secret = crate::resources::tenant::credentials_secret(&acme, "p", "h", &[]);
+        assert_eq!(
+            owning_tenant(&secret),
+            Some(ObjectRef::new("acme").within("ns"))
+        );
+        let collectors = [
+            collector("eu", "westeurope", None),
+            collector("us", "eastus", None),
+        ];
+        let requeued = collectors_of_managed_secret(&collectors, Some(&acme), &secret);
+        assert_eq!(names(requeued), ["eu"]);
+        assert!(collectors_of_managed_secret(&collectors, None, &secret).is_empty());
     }
 
     fn names(refs: Vec<ObjectRef<RegionalCollector>>) -> Vec<String> {

@@ -2,7 +2,8 @@
 //! collector's configuration), by the watches (whom a change requeues) and by a tenant's
 //! `Routed` condition (is any collector meant to serve it).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 
 use kube::ResourceExt;
 use kube::core::{Selector, SelectorExt};
@@ -36,6 +37,92 @@ impl Selection {
     }
 }
 
+/// What a collector's status says about each tenant, indexed once per status: a region's
+/// collector lists thousands of tenants, and every tenant reconcile asks about one (scanning
+/// the lists was a good part of the operator's CPU in a burst).
+#[derive(Debug, Default)]
+pub struct Listing {
+    routed: HashSet<String>,
+    /// Tenant id → exclusion reason (the first listed).
+    excluded: HashMap<String, String>,
+    /// TelemetryTenant name → (reason, message) of the first rejection that is a verdict,
+    /// not "not ready for it yet" (`reasons::is_tenant_pending`).
+    rejected: HashMap<String, (String, String)>,
+}
+
+impl Listing {
+    pub fn of(collector: &RegionalCollector) -> Self {
+        let mut listing = Listing::default();
+        let Some(status) = &collector.status else {
+            return listing;
+        };
+        listing.routed = status.routed_tenants.iter().cloned().collect();
+        for e in &status.excluded_tenants {
+            listing
+                .excluded
+                .entry(e.tenant_id.clone())
+                .or_insert_with(|| e.reason.clone());
+        }
+        let verdicts = status
+            .rejected_tenants
+            .iter()
+            .filter(|r| !crate::api::reasons::is_tenant_pending(&r.reason));
+        for r in verdicts {
+            listing
+                .rejected
+                .entry(r.name.clone())
+                .or_insert_with(|| (r.reason.clone(), r.message.clone()));
+        }
+        listing
+    }
+
+    pub fn routes(&self, tenant_id: &str) -> bool {
+        self.routed.contains(tenant_id)
+    }
+
+    /// Why the collector accepts and drops the tenant's telemetry, if it does.
+    pub fn exclusion(&self, tenant_id: &str) -> Option<&str> {
+        self.excluded.get(tenant_id).map(String::as_str)
+    }
+
+    /// The collector's rejection of the TelemetryTenant `name`: (reason, message).
+    pub fn rejection(&self, name: &str) -> Option<(&str, &str)> {
+        self.rejected
+            .get(name)
+            .map(|(reason, message)| (reason.as_str(), message.as_str()))
+    }
+
+    /// Does the status list the tenant at all (routed, excluded or rejected)?
+    pub fn acknowledges(&self, name: &str, tenant_id: &str) -> bool {
+        self.routes(tenant_id)
+            || self.excluded.contains_key(tenant_id)
+            || self.rejected.contains_key(name)
+    }
+}
+
+/// A collector with its [`Listing`].
+#[derive(Debug, Clone)]
+pub struct ListedCollector {
+    pub collector: Arc<RegionalCollector>,
+    pub listing: Arc<Listing>,
+}
+
+impl ListedCollector {
+    /// Indexes the collector's status (tests, and callers without a memo).
+    pub fn new(collector: Arc<RegionalCollector>) -> Self {
+        let listing = Arc::new(Listing::of(&collector));
+        ListedCollector { collector, listing }
+    }
+}
+
+impl std::ops::Deref for ListedCollector {
+    type Target = RegionalCollector;
+
+    fn deref(&self) -> &RegionalCollector {
+        &self.collector
+    }
+}
+
 /// Does `collector` select `tenant` (same namespace, and its selection picks the tenant)? A
 /// collector with an invalid selector selects no one.
 pub fn collector_selects(collector: &RegionalCollector, tenant: &TelemetryTenant) -> bool {
@@ -50,15 +137,16 @@ pub fn collector_considers(collector: &RegionalCollector, tenant: &TelemetryTena
     if collector.namespace() != tenant.namespace() {
         return false;
     }
-    let listed = collector.status.as_ref().is_some_and(|s| {
-        let id = &tenant.spec.tenant_id;
-        s.routed_tenants.contains(id)
-            || s.excluded_tenants.iter().any(|e| &e.tenant_id == id)
-            || s.rejected_tenants
-                .iter()
-                .any(|r| r.name == tenant.name_any())
-    });
-    listed || collector_selects(collector, tenant)
+    // Selection first: the status lists can hold thousands of tenants.
+    collector_selects(collector, tenant)
+        || collector.status.as_ref().is_some_and(|s| {
+            let id = &tenant.spec.tenant_id;
+            s.routed_tenants.contains(id)
+                || s.excluded_tenants.iter().any(|e| &e.tenant_id == id)
+                || s.rejected_tenants
+                    .iter()
+                    .any(|r| r.name == tenant.name_any())
+        })
 }
 
 /// Whom one collector considers, for asking about many tenants (the same answers as

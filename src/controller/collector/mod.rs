@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
@@ -25,7 +26,8 @@ use self::check::Checked;
 use self::observe::ObservedCollector;
 use super::conditions::Status;
 use super::conditions::{self, Decided};
-use super::io::{apply, apply_status, publish_event};
+use super::context::ChildStores;
+use super::io::{apply, apply_child, apply_secret, apply_status, publish_event};
 use super::tenant::decide::{CredentialAction, credential};
 use super::{Context, Error, Result, retry};
 use crate::api::condition_types::CONFIG_VALID;
@@ -36,9 +38,20 @@ use crate::pipeline::shards::{self, ShardIndex};
 use crate::pipeline::{CollectorPlan, CollectorSources, RenderedConfig, plan_collector};
 use crate::resources::collector as desired;
 
+/// Shards checked and applied at once: enough to overlap a collector `validate` with the API
+/// server's answers, few enough not to crowd a small node's cores.
+const SHARD_CONCURRENCY: usize = 4;
+
 #[tracing::instrument(skip_all, fields(namespace = collector.namespace(), name = collector.name_any()))]
 pub async fn reconcile(collector: Arc<RegionalCollector>, ctx: Arc<Context>) -> Result<Action> {
-    super::measured(&ctx, "collector", reconcile_inner(collector, &ctx)).await
+    let key = pacing_key(&collector);
+    let result = super::measured(&ctx, "collector", reconcile_inner(collector, &ctx)).await;
+    ctx.collector_pacing.finished(&key);
+    result
+}
+
+fn pacing_key(collector: &RegionalCollector) -> String {
+    format!("{}/{}", namespace_of(collector), collector.name_any())
 }
 
 async fn reconcile_inner(collector: Arc<RegionalCollector>, ctx: &Context) -> Result<Action> {
@@ -51,10 +64,9 @@ async fn reconcile_inner(collector: Arc<RegionalCollector>, ctx: &Context) -> Re
     if !ctx.caches_ready().await {
         return Ok(Action::await_change()); // shutting down
     }
-    let key = format!("{}/{}", namespace_of(&collector), collector.name_any());
     if let Some(wait) = ctx
         .collector_pacing
-        .wait(&key, ctx.settings.collector_debounce)
+        .wait(&pacing_key(&collector), ctx.settings.collector_debounce)
     {
         return Ok(Action::requeue(wait)); // what triggered this is picked up then
     }
@@ -77,13 +89,17 @@ async fn reconcile_inner(collector: Arc<RegionalCollector>, ctx: &Context) -> Re
     let assignment = shards::assign(&recorded, &members, max);
     // Recorded before any shard serves them, so a restart can never move them.
     write_records(&collector, ctx, &recorded, &sources, &assignment.new).await?;
-    let mut outcomes = BTreeMap::new();
-    for (index, members) in &assignment.shards {
-        let shard_sources = decide::shard_sources(&sources, members);
-        let checked = check::checked_plan(ctx.validator.as_ref(), &shard_sources).await?;
-        let outcome = apply_shard(&collector, ctx, *index, members.len(), checked, &live).await?;
-        outcomes.insert(*index, outcome);
-    }
+    // Shards are independent: checked and applied a few at a time, so a burst that changes
+    // dozens of them waits on the collector binary and the API server in parallel.
+    let work: Vec<_> = assignment
+        .shards
+        .iter()
+        .map(|(index, members)| shard(&collector, ctx, &sources, &live, *index, members))
+        .collect();
+    let outcomes: BTreeMap<ShardIndex, decide::ShardOutcome> = futures::stream::iter(work)
+        .buffer_unordered(SHARD_CONCURRENCY)
+        .try_collect()
+        .await?;
     let gone = live.keys().filter(|i| !assignment.shards.contains_key(i));
     remove_shards(&collector, ctx, gone.copied().collect()).await?;
     // Autoscalers of removed shards, and all of them once autoscaling is switched off.
@@ -97,6 +113,21 @@ async fn reconcile_inner(collector: Arc<RegionalCollector>, ctx: &Context) -> Re
     let (status, decided) = decide::sharded_status(&collector, &whole, &outcomes);
     write_status(&collector, ctx, decided, status).await?;
     Ok(Action::requeue(ctx.settings.resync))
+}
+
+/// Plans, renders and checks one shard's configuration, then rolls it out.
+async fn shard(
+    collector: &RegionalCollector,
+    ctx: &Context,
+    sources: &CollectorSources,
+    live: &BTreeMap<ShardIndex, StatefulSet>,
+    index: ShardIndex,
+    members: &[String],
+) -> Result<(ShardIndex, decide::ShardOutcome)> {
+    let shard_sources = decide::shard_sources(sources, members);
+    let checked = check::checked_plan(ctx.validator.as_ref(), &shard_sources).await?;
+    let outcome = apply_shard(collector, ctx, index, members.len(), checked, live).await?;
+    Ok((index, outcome))
 }
 
 /// Rolls out a shard's checked configuration, or keeps what it runs when it was refused.
@@ -114,7 +145,8 @@ async fn apply_shard(
             rendered,
             condition,
         } => {
-            let workload = roll_out(collector, ctx, index, &plan, &rendered).await?;
+            let workload =
+                roll_out(collector, ctx, index, &plan, &rendered, live.get(&index)).await?;
             decide::ShardOutcome {
                 members,
                 config_valid: condition,
@@ -257,19 +289,22 @@ async fn apply_platform_credential(
         }
     };
     let secret = desired::platform_credentials_secret(collector, &password, &hash);
-    apply(&ctx.client, &namespace_of(collector), &secret).await?;
+    let cached = ctx.managed_secret(&namespace_of(collector), &name);
+    apply_secret(&ctx.client, cached.as_deref(), &secret).await?;
     Ok(Some(hash))
 }
 
 /// Applies a shard's checked configuration: config and secrets first, so pods never start on a
 /// config whose files are missing; then the StatefulSet carrying both hashes; then the Service
-/// and the PodDisruptionBudget.
+/// and the PodDisruptionBudget. Each is skipped when it is already as wanted (`apply_child`,
+/// `apply_secret`): most shards of a region are unchanged by any one tenant.
 async fn roll_out(
     collector: &RegionalCollector,
     ctx: &Context,
     shard: ShardIndex,
     plan: &CollectorPlan,
     rendered: &RenderedConfig,
+    live: Option<&StatefulSet>,
 ) -> Result<StatefulSet> {
     let namespace = namespace_of(collector);
     if let Some(message) = decide::memory_budget_warning(plan) {
@@ -282,25 +317,38 @@ async fn roll_out(
         )
         .await;
     }
-    apply(
-        &ctx.client,
+    let children = &ctx.children;
+    let config_map = desired::config_map(collector, shard, rendered);
+    let version = ChildStores::version(
+        &children.config_maps,
         &namespace,
-        &desired::config_map(collector, shard, rendered),
-    )
-    .await?;
-    apply(
-        &ctx.client,
-        &namespace,
-        &desired::secret(collector, shard, &plan.secret_files),
-    )
-    .await?;
+        &desired::config_map_name(collector, shard),
+    );
+    apply_child(ctx, &namespace, &config_map, version).await?;
+    let secret = desired::secret(collector, shard, &plan.secret_files);
+    let cached = ctx.managed_secret(&namespace, &desired::secret_name(collector, shard));
+    apply_secret(&ctx.client, cached.as_deref(), &secret).await?;
     let secret_hash = desired::secret_hash(&plan.secret_files);
     let image = &ctx.settings.collector_image;
     let stateful_set = desired::stateful_set(collector, shard, &rendered.hash, &secret_hash, image);
-    let workload = apply(&ctx.client, &namespace, &stateful_set).await?;
-    apply(&ctx.client, &namespace, &desired::service(collector, shard)).await?;
+    let version = live.and_then(|s| s.metadata.resource_version.clone());
+    let workload = match apply_child(ctx, &namespace, &stateful_set, version).await? {
+        Some(applied) => applied,
+        // Skipped only when `live` showed the version last applied.
+        None => live.cloned().ok_or(Error::MissingField("statefulset"))?,
+    };
+    let workload_name = desired::workload_name(collector, shard);
+    let version = ChildStores::version(&children.services, &namespace, &workload_name);
+    apply_child(
+        ctx,
+        &namespace,
+        &desired::service(collector, shard),
+        version,
+    )
+    .await?;
     let budget = desired::pod_disruption_budget(collector, shard);
-    apply(&ctx.client, &namespace, &budget).await?;
+    let version = ChildStores::version(&children.budgets, &namespace, &workload_name);
+    apply_child(ctx, &namespace, &budget, version).await?;
     if let Some(autoscaler) = desired::horizontal_pod_autoscaler(collector, shard) {
         apply(&ctx.client, &namespace, &autoscaler).await?;
     }

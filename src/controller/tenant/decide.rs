@@ -2,7 +2,6 @@
 //! conditions hold and when to look again.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use kube::ResourceExt;
@@ -11,7 +10,7 @@ use super::observe::{ObservedSource, StoredCredential};
 use crate::api::condition_types::{APPLICATION_INSIGHTS_READY, CREDENTIALS_READY, ROUTED};
 use crate::api::reasons::{self, Reason};
 use crate::api::tenant::TenantEndpoint;
-use crate::api::{RegionalCollector, SecretKeyRef, TelemetryTenant, TelemetryTenantStatus};
+use crate::api::{SecretKeyRef, TelemetryTenant, TelemetryTenantStatus};
 use crate::azure::AzureError;
 use crate::connection_string::ConnectionString;
 use crate::controller::conditions::{Decided, Status, with_ready};
@@ -19,7 +18,7 @@ use crate::controller::io::SecretLookup;
 use crate::controller::provision::Provisioned;
 use crate::controller::retry::{ProvisionTimings, azure_failure};
 use crate::credentials::{is_bcrypt_hash, verify_password};
-use crate::pipeline::selection::collector_selects;
+use crate::pipeline::selection::{ListedCollector, collector_selects};
 use crate::pipeline::shards::ShardIndex;
 
 /// The ingestion credential: kept as long as it is intact, issued otherwise.
@@ -236,10 +235,7 @@ pub fn provisioned(
 /// Routed: which collectors of the namespace route the tenant, from their status, and the
 /// names of those that do. A collector's rejection of the tenant wins; a tenant no collector
 /// selects has none to wait for.
-pub fn routed(
-    tenant: &TelemetryTenant,
-    collectors: &[Arc<RegionalCollector>],
-) -> (Decided, Vec<String>) {
+pub fn routed(tenant: &TelemetryTenant, collectors: &[ListedCollector]) -> (Decided, Vec<String>) {
     let listed = listed_by(tenant, collectors);
     let decided = if let Some(rejection) = listed.rejection {
         rejection
@@ -277,7 +273,10 @@ pub fn routed(
     (decided, listed.routed_by)
 }
 
-/// What the collectors' statuses say about one tenant.
+/// What the collectors' statuses say about one tenant. A collector's CredentialsPending or
+/// ConnectionStringPending reads as not listed (Pending): the tenant's own conditions say that
+/// first hand, and a collector's verdict on a burst of new tenants is often older than their
+/// credentials; showing it cost every such tenant a status write that was stale when made.
 #[derive(Default)]
 struct Listed {
     routed_by: Vec<String>,
@@ -287,23 +286,20 @@ struct Listed {
     exclusion: Option<Decided>,
 }
 
-fn listed_by(tenant: &TelemetryTenant, collectors: &[Arc<RegionalCollector>]) -> Listed {
+fn listed_by(tenant: &TelemetryTenant, collectors: &[ListedCollector]) -> Listed {
     let (name, id) = (tenant.name_any(), &tenant.spec.tenant_id);
     let mut listed = Listed::default();
     for collector in collectors {
-        let Some(status) = &collector.status else {
-            continue;
-        };
+        let listing = &collector.listing;
         let collector_name = collector.name_any();
-        if status.routed_tenants.iter().any(|t| t == id) {
+        if listing.routes(id) {
             listed.routed_by.push(collector_name);
-        } else if let Some(rejection) = status.rejected_tenants.iter().find(|r| r.name == name) {
-            let message = format!("RegionalCollector {collector_name}: {}", rejection.message);
-            let decided = Decided::new(ROUTED, Status::False, rejection.reason.clone(), message);
+        } else if let Some((reason, message)) = listing.rejection(&name) {
+            let message = format!("RegionalCollector {collector_name}: {message}");
+            let decided = Decided::new(ROUTED, Status::False, reason, message);
             listed.rejection.get_or_insert(decided);
-        } else if let Some(exclusion) = status.excluded_tenants.iter().find(|e| &e.tenant_id == id)
-        {
-            let why = if exclusion.reason == reasons::SUSPENDED.name {
+        } else if let Some(reason) = listing.exclusion(id) {
+            let why = if reason == reasons::SUSPENDED.name {
                 "spec.suspend is true"
             } else {
                 "its regions do not allow the collector's region"
@@ -311,7 +307,7 @@ fn listed_by(tenant: &TelemetryTenant, collectors: &[Arc<RegionalCollector>]) ->
             let message = format!(
                 "RegionalCollector {collector_name} accepts and drops this tenant's telemetry: {why}"
             );
-            let decided = Decided::new(ROUTED, Status::False, exclusion.reason.clone(), message);
+            let decided = Decided::new(ROUTED, Status::False, reason, message);
             listed.exclusion.get_or_insert(decided);
         }
     }
@@ -325,12 +321,16 @@ fn listed_by(tenant: &TelemetryTenant, collectors: &[Arc<RegionalCollector>]) ->
 /// reads Routed.
 pub fn endpoints(
     tenant: &TelemetryTenant,
-    collectors: &[Arc<RegionalCollector>],
+    collectors: &[ListedCollector],
     recorded: &BTreeMap<String, ShardIndex>,
 ) -> Vec<TenantEndpoint> {
     collectors
         .iter()
-        .filter(|c| collector_selects(c, tenant) && acknowledges(c, tenant))
+        .filter(|c| {
+            collector_selects(c, tenant)
+                && c.listing
+                    .acknowledges(&tenant.name_any(), &tenant.spec.tenant_id)
+        })
         .filter_map(|c| {
             let shard = *recorded.get(&c.name_any())?;
             let host = crate::resources::collector::service_host(c, shard);
@@ -345,20 +345,10 @@ pub fn endpoints(
         .collect()
 }
 
-/// Does the collector's status list the tenant at all?
-fn acknowledges(collector: &RegionalCollector, tenant: &TelemetryTenant) -> bool {
-    let (name, id) = (tenant.name_any(), &tenant.spec.tenant_id);
-    collector.status.as_ref().is_some_and(|status| {
-        status.routed_tenants.contains(id)
-            || status.rejected_tenants.iter().any(|r| r.name == name)
-            || status.excluded_tenants.iter().any(|e| &e.tenant_id == id)
-    })
-}
-
 /// The tenant's regions that no collector of their own region selects.
 fn uncovered_regions<'a>(
     tenant: &'a TelemetryTenant,
-    collectors: &[Arc<RegionalCollector>],
+    collectors: &[ListedCollector],
 ) -> Vec<&'a str> {
     tenant
         .spec
@@ -417,6 +407,12 @@ pub fn spec_problem(tenant: &TelemetryTenant) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::RegionalCollector;
+    use std::sync::Arc;
+
+    fn listed(collector: RegionalCollector) -> ListedCollector {
+        ListedCollector::new(Arc::new(collector))
+    }
 
     fn tenant(regions: &[&str]) -> TelemetryTenant {
         let spec = serde_json::json!({
@@ -448,10 +444,10 @@ mod tests {
         let tenant = tenant(&["westeurope"]);
         let recorded = BTreeMap::from([("eu".to_owned(), 3)]);
         let mut eu = collector("eu", "westeurope", None);
-        let before = endpoints(&tenant, &[Arc::new(eu.clone())], &recorded);
+        let before = endpoints(&tenant, &[listed(eu.clone())], &recorded);
         assert!(before.is_empty(), "recorded, not yet served: {before:?}");
         eu.status.as_mut().unwrap().routed_tenants = vec!["acme".into()];
-        let after = endpoints(&tenant, &[Arc::new(eu.clone())], &recorded);
+        let after = endpoints(&tenant, &[listed(eu.clone())], &recorded);
         assert_eq!(after.len(), 1);
         assert_eq!(after[0].shard, 3);
         assert_eq!(after[0].grpc, "eu-collector-3.ns.svc:4317");
@@ -464,12 +460,12 @@ mod tests {
             }))
             .unwrap(),
         ];
-        assert_eq!(endpoints(&tenant, &[Arc::new(eu)], &recorded), after);
+        assert_eq!(endpoints(&tenant, &[listed(eu)], &recorded), after);
     }
 
-    fn with_status(mut c: RegionalCollector, status: serde_json::Value) -> Arc<RegionalCollector> {
+    fn with_status(mut c: RegionalCollector, status: serde_json::Value) -> ListedCollector {
         c.status = Some(serde_json::from_value(status).unwrap());
-        Arc::new(c)
+        listed(c)
     }
 
     fn stored(user: &str, password: &str, hash: &str) -> StoredCredential {
@@ -641,11 +637,11 @@ mod tests {
     #[test]
     fn a_tenant_no_collector_selects_is_told_so_instead_of_pending() {
         let premium = serde_json::json!({ "matchLabels": { "tier": "premium" } });
-        let only = Arc::new(collector("eu-premium", "westeurope", Some(premium)));
+        let only = listed(collector("eu-premium", "westeurope", Some(premium)));
         let (decided, routed_by) = routed(&tenant(&["westeurope"]), &[only]);
         assert_eq!(decided.reason, "NoCollectorInRegion");
         assert!(routed_by.is_empty());
-        let selecting = Arc::new(collector("eu", "westeurope", None));
+        let selecting = listed(collector("eu", "westeurope", None));
         let (decided, _) = routed(&tenant(&["westeurope"]), &[selecting]);
         assert_eq!(
             decided.reason, "Pending",
@@ -683,6 +679,24 @@ mod tests {
             (decided.status, decided.reason.as_str()),
             (Status::False, "DuplicateTenantId")
         );
+    }
+
+    /// A collector's "not ready for it yet" (its status older than the tenant's credential,
+    /// in a burst) reads as Pending, the tenant's first word, so it costs no status write.
+    #[test]
+    fn a_collector_waiting_for_the_tenants_credential_reads_pending() {
+        for reason in ["CredentialsPending", "ConnectionStringPending"] {
+            let waiting = serde_json::json!({ "rejectedTenants": [{ "name": "acme",
+                "tenantId": "acme", "reason": reason, "message": "not issued yet" }] });
+            let eu = with_status(collector("eu", "westeurope", None), waiting);
+            let (decided, routed_by) = routed(&tenant(&["westeurope"]), std::slice::from_ref(&eu));
+            let unlisted = listed(collector("eu", "westeurope", None));
+            let (first, _) = routed(&tenant(&["westeurope"]), &[unlisted]);
+            assert_eq!(decided, first, "{reason}");
+            assert!(routed_by.is_empty());
+            let recorded = [("eu".to_owned(), 0)].into();
+            assert!(endpoints(&tenant(&["westeurope"]), &[eu], &recorded).is_empty());
+        }
     }
 
     #[test]

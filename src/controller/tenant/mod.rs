@@ -13,9 +13,9 @@ use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::{Api, ResourceExt};
 
 use self::decide::{ConnectionAction, CredentialAction};
-use self::observe::{ObservedTenant, verified_key};
+use self::observe::{CredentialSecret, ObservedTenant, stored_credential, verified_key};
 use super::conditions::{self, Decided};
-use super::io::{apply, apply_secret, apply_status, publish_event};
+use super::io::{apply, apply_secret, apply_status, create, publish_event, read_secret};
 use super::provision::{self, FINALIZER};
 use super::{Context, Error, Result, retry};
 use crate::api::reasons;
@@ -95,7 +95,26 @@ async fn apply_credential(
     endpoints: &[TenantEndpoint],
 ) -> Result<Decided> {
     let name = credentials_secret_name(tenant);
-    let secret = match decide::credential(&observed.credential, Some(&tenant.spec.tenant_id)) {
+    let (live, stored) = match &observed.credential_secret {
+        CredentialSecret::Read(live) => (live.clone(), observed.credential.clone()),
+        CredentialSecret::NotCached => {
+            // A new tenant, as far as the cache knows: issue by creating the Secret, which the
+            // API server refuses when it exists after all (written moments ago). Without
+            // endpoints: those are applied (and owned) by the next reconcile's apply.
+            let issued = issue_credential()?;
+            let secret = credentials_secret(tenant, &issued.password, &issued.bcrypt_hash, &[]);
+            if create(&ctx.client, &secret).await? {
+                announce_issued(tenant, ctx, &name).await;
+                return Ok(decide::credentials_condition(tenant, &name));
+            }
+            let live = read_secret(&ctx.client, &namespace_of(tenant), &name)
+                .await?
+                .map(Arc::new);
+            let stored = live.as_deref().map(stored_credential).unwrap_or_default();
+            (live, stored)
+        }
+    };
+    let secret = match decide::credential(&stored, Some(&tenant.spec.tenant_id)) {
         CredentialAction::Keep { password, hash } => {
             credentials_secret(tenant, &password, &hash, endpoints)
         }
@@ -103,18 +122,19 @@ async fn apply_credential(
             let issued = issue_credential()?;
             let secret =
                 credentials_secret(tenant, &issued.password, &issued.bcrypt_hash, endpoints);
-            let note = format!("issued ingestion credential in Secret {name}");
-            let event = publish_event(&ctx.recorder, tenant, reasons::CREDENTIAL_ISSUED.name, note);
-            let (_, applied) =
-                futures::future::join(event, apply(&ctx.client, &namespace_of(tenant), &secret))
-                    .await;
-            applied?;
-            tracing::info!(secret = %name, "issued ingestion credential");
+            apply(&ctx.client, &namespace_of(tenant), &secret).await?;
+            announce_issued(tenant, ctx, &name).await;
             return Ok(decide::credentials_condition(tenant, &name));
         }
     };
-    apply_secret(&ctx.client, observed.credential_secret.as_deref(), &secret).await?;
+    apply_secret(&ctx.client, live.as_deref(), &secret).await?;
     Ok(decide::credentials_condition(tenant, &name))
+}
+
+async fn announce_issued(tenant: &TelemetryTenant, ctx: &Context, name: &str) {
+    let note = format!("issued ingestion credential in Secret {name}");
+    publish_event(&ctx.recorder, tenant, reasons::CREDENTIAL_ISSUED.name, note).await;
+    tracing::info!(secret = %name, "issued ingestion credential");
 }
 
 /// Resolves the connection string (the user's Secret, or Azure) and writes the tenant's copy.

@@ -9,9 +9,10 @@ use kube::ResourceExt;
 use super::decide::{CredentialAction, credential};
 use crate::api::condition_types::APPLICATION_INSIGHTS_READY;
 use crate::api::reasons;
-use crate::api::{RegionalCollector, SecretKeyRef, TelemetryTenant};
+use crate::api::{SecretKeyRef, TelemetryTenant};
 use crate::controller::io::{SecretLookup, read_secret, read_user_secret_key, secret_value};
 use crate::controller::{Context, Result};
+use crate::pipeline::selection::ListedCollector;
 use crate::pipeline::shards::ShardIndex;
 use crate::resources::collector::recorded_shard;
 use crate::resources::tenant::{
@@ -55,15 +56,15 @@ pub enum ObservedSource {
 pub struct ObservedTenant {
     pub credential: StoredCredential,
     /// The credentials Secret as read (to skip an apply that would change nothing).
-    pub credential_secret: Option<Arc<Secret>>,
+    pub credential_secret: CredentialSecret,
     pub source: ObservedSource,
     /// A connection string Secret written earlier exists (it stays in use while the source
     /// is broken).
     pub connection_secret_present: bool,
     /// The tenant's connection string Secret, from the watch cache.
     pub connection_secret: Option<Arc<Secret>>,
-    /// The collectors of the tenant's namespace, by name.
-    pub collectors: Vec<Arc<RegionalCollector>>,
+    /// The collectors of the tenant's namespace, by name, with their statuses indexed.
+    pub collectors: Vec<ListedCollector>,
     /// The tenant's shard of each collector that assigned it one (by collector name), from
     /// the shard records.
     pub recorded_shards: BTreeMap<String, ShardIndex>,
@@ -82,8 +83,8 @@ pub async fn observe(tenant: &TelemetryTenant, ctx: &Context) -> Result<Observed
     let namespace = tenant.namespace().unwrap_or_default();
     let credential_secret = read_credential_secret(tenant, ctx, &namespace).await?;
     let credential = credential_secret
-        .as_deref()
-        .map(stored_credential)
+        .secret()
+        .map(|s| stored_credential(s))
         .unwrap_or_default();
     let connection_secret = ctx.managed_secret(&namespace, &connection_string_secret_name(tenant));
     let connection_secret_present = connection_secret
@@ -96,6 +97,7 @@ pub async fn observe(tenant: &TelemetryTenant, ctx: &Context) -> Result<Observed
         .state()
         .into_iter()
         .filter(|c| c.namespace().as_deref() == Some(namespace.as_str()))
+        .map(|c| ctx.listings.of(c))
         .collect();
     collectors.sort_by_key(|c| c.name_any());
     let records: Vec<_> = ctx
@@ -124,26 +126,46 @@ pub async fn observe(tenant: &TelemetryTenant, ctx: &Context) -> Result<Observed
 }
 
 /// The credentials Secret from the watch cache when it holds an intact credential; from the
-/// API otherwise, since a lagging cache must never cause a re-issue. (The cache only moves
-/// forward: once it shows an intact credential, no older one comes back.)
+/// API when it holds a broken one, since a lagging cache must never cause a re-issue. (The
+/// cache only moves forward: once it shows an intact credential, no older one comes back.)
+/// When the cache holds none, nothing is read: the Secret is then created, which the API server
+/// refuses if one the cache has not shown yet exists (`CredentialSecret::NotCached`).
 async fn read_credential_secret(
     tenant: &TelemetryTenant,
     ctx: &Context,
     namespace: &str,
-) -> Result<Option<Arc<Secret>>> {
+) -> Result<CredentialSecret> {
     let name = credentials_secret_name(tenant);
-    if let Some(cached) = ctx.managed_secret(namespace, &name) {
-        let user = Some(tenant.spec.tenant_id.as_str());
-        if let CredentialAction::Keep { .. } = credential(&stored_credential(&cached), user) {
-            return Ok(Some(cached));
-        }
+    let Some(cached) = ctx.managed_secret(namespace, &name) else {
+        return Ok(CredentialSecret::NotCached);
+    };
+    let user = Some(tenant.spec.tenant_id.as_str());
+    if let CredentialAction::Keep { .. } = credential(&stored_credential(&cached), user) {
+        return Ok(CredentialSecret::Read(Some(cached)));
     }
-    Ok(read_secret(&ctx.client, namespace, &name)
-        .await?
-        .map(Arc::new))
+    let read = read_secret(&ctx.client, namespace, &name).await?;
+    Ok(CredentialSecret::Read(read.map(Arc::new)))
 }
 
-fn stored_credential(secret: &Secret) -> StoredCredential {
+/// The credentials Secret as observed.
+#[derive(Debug, Clone)]
+pub enum CredentialSecret {
+    /// From the cache (intact) or the API; `None`: it does not exist.
+    Read(Option<Arc<Secret>>),
+    /// The cache holds none, and the API was not asked.
+    NotCached,
+}
+
+impl CredentialSecret {
+    pub fn secret(&self) -> Option<&Arc<Secret>> {
+        match self {
+            CredentialSecret::Read(secret) => secret.as_ref(),
+            CredentialSecret::NotCached => None,
+        }
+    }
+}
+
+pub fn stored_credential(secret: &Secret) -> StoredCredential {
     StoredCredential {
         user: secret_value(secret, USERNAME_KEY),
         password: secret_value(secret, PASSWORD_KEY),
