@@ -106,21 +106,45 @@ pub async fn read_secret(client: &Client, namespace: &str, name: &str) -> Result
         .await?)
 }
 
-/// Creates an object; false when one of that name exists already.
-pub async fn create<K>(client: &Client, object: &K) -> Result<bool>
-where
+/// A namespaced object the API can read back: what every write here takes.
+pub trait Object:
+    Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+    + DeserializeOwned
+    + Clone
+    + std::fmt::Debug
+{
+}
+
+impl<K> Object for K where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Serialize
         + DeserializeOwned
         + Clone
-        + std::fmt::Debug,
+        + std::fmt::Debug
 {
-    let namespace = object
+}
+
+fn name_of<K: Resource>(object: &K) -> Result<String> {
+    object
+        .meta()
+        .name
+        .clone()
+        .ok_or(Error::MissingField("metadata.name"))
+}
+
+fn namespace_of<K: Resource>(object: &K) -> Result<String> {
+    object
         .meta()
         .namespace
         .clone()
-        .ok_or(Error::MissingField("metadata.namespace"))?;
-    let api: Api<K> = Api::namespaced(client.clone(), &namespace);
+        .ok_or(Error::MissingField("metadata.namespace"))
+}
+
+/// Creates an object; false when one of that name exists already.
+pub async fn create<K>(client: &Client, object: &K) -> Result<bool>
+where
+    K: Object + Serialize,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), &namespace_of(object)?);
     let params = kube::api::PostParams {
         field_manager: Some(FIELD_MANAGER.to_owned()),
         ..kube::api::PostParams::default()
@@ -136,18 +160,9 @@ where
 /// nothing is not persisted by the API server, so children keep their resourceVersion.
 pub async fn apply<K>(client: &Client, namespace: &str, object: &K) -> Result<K>
 where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Serialize
-        + DeserializeOwned
-        + Clone
-        + std::fmt::Debug,
+    K: Object + Serialize,
 {
-    let name = object
-        .meta()
-        .name
-        .clone()
-        .ok_or(Error::MissingField("metadata.name"))?;
-    apply_value(client, namespace, &name, applied_value(object)?).await
+    apply_value(client, namespace, &name_of(object)?, applied_value(object)?).await
 }
 
 /// An object as server-side apply takes it: apiVersion and kind are required.
@@ -168,10 +183,7 @@ async fn apply_value<K>(
     value: serde_json::Value,
 ) -> Result<K>
 where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + DeserializeOwned
-        + Clone
-        + std::fmt::Debug,
+    K: Object,
 {
     let api: Api<K> = Api::namespaced(client.clone(), namespace);
     let params = kube::api::PatchParams::apply(FIELD_MANAGER).force();
@@ -192,17 +204,9 @@ pub async fn apply_child<K>(
     live_version: Option<String>,
 ) -> Result<Option<K>>
 where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Serialize
-        + DeserializeOwned
-        + Clone
-        + std::fmt::Debug,
+    K: Object + Serialize,
 {
-    let name = object
-        .meta()
-        .name
-        .clone()
-        .ok_or(Error::MissingField("metadata.name"))?;
+    let name = name_of(object)?;
     let value = applied_value(object)?;
     let fingerprint = fingerprint_of(&value)?;
     let key = format!("{}/{namespace}/{name}", K::kind(&()));
@@ -234,12 +238,9 @@ pub async fn apply_secret(client: &Client, live: Option<&Secret>, desired: &Secr
     if live.is_some_and(|live| holds(live, desired)) {
         return Ok(());
     }
-    let namespace = desired
-        .metadata
-        .namespace
-        .clone()
-        .ok_or(Error::MissingField("metadata.namespace"))?;
-    apply(client, &namespace, desired).await.map(drop)
+    apply(client, &namespace_of(desired)?, desired)
+        .await
+        .map(drop)
 }
 
 /// Whether applying `desired` would leave `live` as it is: the same type and data (no key
@@ -269,22 +270,10 @@ pub fn holds(live: &Secret, desired: &Secret) -> bool {
 /// Server-side apply of a status. Fields left out (an emptied list) are removed.
 pub async fn apply_status<K, S>(client: &Client, object: &K, status: &S) -> Result<()>
 where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + DeserializeOwned
-        + Clone
-        + std::fmt::Debug,
+    K: Object,
     S: Serialize,
 {
-    let name = object
-        .meta()
-        .name
-        .clone()
-        .ok_or(Error::MissingField("metadata.name"))?;
-    let namespace = object
-        .meta()
-        .namespace
-        .clone()
-        .ok_or(Error::MissingField("metadata.namespace"))?;
+    let (name, namespace) = (name_of(object)?, namespace_of(object)?);
     let api: Api<K> = Api::namespaced(client.clone(), &namespace);
     let status = serde_json::to_value(status).map_err(|e| Error::Serialize("status", e))?;
     let patch = serde_json::json!({
