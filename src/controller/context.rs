@@ -12,7 +12,7 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 
-use super::collector::check::CachedValidator;
+use super::collector::check::{CachedValidator, CheckedShards};
 use super::io::{SecretLookup, secret_value};
 use super::provision::AzureComponents;
 use super::retry::ProvisionTimings;
@@ -32,6 +32,8 @@ pub struct Context {
     /// Checks configurations before rollout (when a collector binary is configured), once per
     /// configuration.
     pub validator: Option<CachedValidator>,
+    /// Each shard's last checked configuration, by the fingerprint of its sources.
+    pub checked_shards: CheckedShards,
     /// Config hash each collector was last rolled out with by this process.
     pub rollouts: Rollouts,
     /// Provisioned components verified in Azure recently.
@@ -164,6 +166,7 @@ impl Context {
             settings,
             metrics,
             validator,
+            checked_shards: CheckedShards::default(),
             rollouts: Rollouts::default(),
             verified_components: VerifiedComponents::default(),
             shard_records: stores.shard_records,

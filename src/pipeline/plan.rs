@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use sha2::{Digest, Sha256};
 
 use super::delivery::{InvalidMemoryQuantity, memory_limit_bytes, quantity_bytes};
 use super::selection::Selection;
@@ -23,7 +24,7 @@ use crate::layout::{
 use crate::validation::validate_tenant_spec;
 
 /// What the reconciler read about one tenant.
-#[derive(Debug, Clone, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TenantSource {
     /// The TelemetryTenant's name.
@@ -42,7 +43,7 @@ pub struct TenantSource {
 }
 
 /// What the reconciler read about one collector and its candidate tenants.
-#[derive(Debug, Clone, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CollectorSources {
     pub spec: RegionalCollectorSpec,
@@ -55,6 +56,32 @@ pub struct CollectorSources {
     pub blob_connection_string: Option<String>,
     /// Every tenant of the collector's namespace.
     pub tenants: Vec<TenantSource>,
+}
+
+impl CollectorSources {
+    /// A SHA-256 over everything a plan is made from: sources with equal fingerprints plan,
+    /// render and check alike, so a shard whose fingerprint did not move need not be
+    /// rendered again. Connection strings go into the digest, never anywhere else. `None`
+    /// only if the sources did not serialize, which nothing here can make them do.
+    pub fn fingerprint(&self) -> Option<[u8; 32]> {
+        let mut digest = DigestWriter(Sha256::new());
+        serde_json::to_writer(&mut digest, self).ok()?;
+        Some(digest.0.finalize().into())
+    }
+}
+
+/// Feeds what is written into a digest.
+struct DigestWriter(Sha256);
+
+impl std::io::Write for DigestWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.update(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// A problem of the collector itself: nothing can be rendered until it is fixed.
@@ -371,5 +398,41 @@ mod tests {
         .unwrap();
         assert_eq!(plan.memory_limit_bytes, 512 * 1024 * 1024);
         assert_eq!(plan.queue_volume_bytes, 2 * 1024 * 1024 * 1024);
+    }
+
+    #[test]
+    fn the_fingerprint_moves_with_any_input_and_only_then() {
+        let tenant = serde_json::json!({
+            "name": "acme", "spec": { "tenantId": "acme", "regions": ["westeurope"],
+                "applicationInsights": { "existing": { "connectionStringSecretRef": { "name": "s", "key": "k" } } } },
+            "passwordHash": "$2y$04$N9qo8uLOickgx2ZMRZoMyeIjZAgcfl7p92ldGxad68LJZdL17lhWb",
+            "connectionString": "InstrumentationKey=00000000-0000-0000-0000-000000000001"
+        });
+        let of = |spec: serde_json::Value, tenant: &serde_json::Value| {
+            let sources: CollectorSources =
+                serde_json::from_value(serde_json::json!({ "spec": spec, "tenants": [tenant] }))
+                    .unwrap();
+            sources.fingerprint().unwrap()
+        };
+        let region = serde_json::json!({ "region": "westeurope" });
+        let base = of(region.clone(), &tenant);
+        assert_eq!(
+            of(region.clone(), &tenant),
+            base,
+            "same sources, same fingerprint"
+        );
+        let mut rotated = tenant.clone();
+        rotated["connectionString"] =
+            "InstrumentationKey=00000000-0000-0000-0000-000000000002".into();
+        assert_ne!(
+            of(region.clone(), &rotated),
+            base,
+            "a new connection string"
+        );
+        let mut redacted = tenant.clone();
+        redacted["spec"]["redaction"] = serde_json::json!({ "blockedValues": ["x"] });
+        assert_ne!(of(region.clone(), &redacted), base, "a tenant's spec");
+        let replicas = serde_json::json!({ "region": "westeurope", "replicas": 3 });
+        assert_ne!(of(replicas, &tenant), base, "the collector's spec");
     }
 }

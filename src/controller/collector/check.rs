@@ -67,7 +67,7 @@ impl CachedValidator {
 }
 
 /// The outcome of planning, rendering and checking a configuration.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Checked {
     Ready {
         plan: Box<CollectorPlan>,
@@ -76,6 +76,65 @@ pub enum Checked {
     },
     /// Nothing new can be rolled out; the last good configuration stays live.
     Refused { reason: Reason, message: String },
+}
+
+/// Each shard's last checked configuration, by the fingerprint of the sources it was planned
+/// from (`CollectorSources::fingerprint`). A reconcile plans, renders and checks again only
+/// the shards whose tenants or collector changed, so one tenant's change costs one shard's
+/// rendering, not the region's.
+#[derive(Default)]
+pub struct CheckedShards(Mutex<HashMap<String, ([u8; 32], Checked)>>);
+
+impl CheckedShards {
+    /// The shard's checked configuration: remembered when its sources are unchanged, else
+    /// planned, rendered and checked now.
+    pub async fn checked(
+        &self,
+        shard: &str,
+        validator: Option<&CachedValidator>,
+        sources: &CollectorSources,
+    ) -> Result<Checked> {
+        let fingerprint = sources.fingerprint();
+        if let Some(fingerprint) = &fingerprint {
+            let remembered = self.lock().get(shard).cloned();
+            if let Some((seen, checked)) = remembered
+                && seen == *fingerprint
+            {
+                return Ok(checked);
+            }
+        }
+        let checked = checked_plan(validator, sources).await?;
+        if let (Some(fingerprint), true) = (fingerprint, is_settled(&checked)) {
+            let mut shards = self.lock();
+            if shards.len() > 4096 {
+                shards.clear(); // a bound for collectors deleted meanwhile, not an LRU
+            }
+            shards.insert(shard.to_owned(), (fingerprint, checked.clone()));
+        }
+        Ok(checked)
+    }
+
+    /// Forgets a removed shard.
+    pub fn forget(&self, shard: &str) {
+        self.lock().remove(shard);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, ([u8; 32], Checked)>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Would checking the same sources again give the same answer? Not when the collector binary
+/// could not run, nor when a refusal may have come from it; a refusal is checked again, and
+/// costs little: the validator remembers its verdicts.
+fn is_settled(checked: &Checked) -> bool {
+    match checked {
+        Checked::Ready { condition, .. } => {
+            condition.reason == reasons::VALIDATED.name
+                || condition.reason == reasons::NOT_VALIDATED.name
+        }
+        Checked::Refused { .. } => false,
+    }
 }
 
 pub async fn checked_plan(
@@ -347,6 +406,53 @@ mod tests {
             first,
             "every verdict was cached"
         );
+    }
+
+    /// A fresh validator for each call shows what was checked: a shard whose sources did
+    /// not change is neither rendered nor checked again.
+    #[tokio::test]
+    async fn an_unchanged_shard_is_not_checked_again_and_a_changed_one_is() {
+        let shards = CheckedShards::default();
+        let runs = |picky: &Arc<Picky>| picky.runs.load(Ordering::SeqCst);
+        let check = |picky: &Arc<Picky>, sources: CollectorSources| {
+            let validator = CachedValidator::new(picky.clone());
+            let shards = &shards;
+            async move {
+                shards
+                    .checked("ns/eu/0", Some(&validator), &sources)
+                    .await
+                    .unwrap()
+            }
+        };
+        let first = Arc::new(Picky::default());
+        let Checked::Ready { rendered, .. } = check(&first, sources()).await else {
+            panic!("rolled out");
+        };
+        assert!(runs(&first) >= 1);
+
+        let again = Arc::new(Picky::default());
+        let Checked::Ready { rendered: same, .. } = check(&again, sources()).await else {
+            panic!("rolled out");
+        };
+        assert_eq!(runs(&again), 0, "unchanged sources: nothing checked");
+        assert_eq!(same.hash, rendered.hash);
+
+        shards.forget("ns/eu/0");
+        let forgotten = Arc::new(Picky::default());
+        check(&forgotten, sources()).await;
+        assert!(runs(&forgotten) >= 1, "a removed shard starts afresh");
+
+        let mut changed = sources();
+        changed.tenants.truncate(1);
+        let after = Arc::new(Picky::default());
+        let Checked::Ready {
+            rendered: other, ..
+        } = check(&after, changed).await
+        else {
+            panic!("rolled out");
+        };
+        assert!(runs(&after) >= 1, "changed sources: checked again");
+        assert_ne!(other.hash, rendered.hash);
     }
 
     #[tokio::test]

@@ -1,7 +1,7 @@
 //! The collector reconcile's decisions, pure: what the plan is made from, what the status and
 //! conditions say, and what is worth announcing.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 
@@ -82,21 +82,38 @@ pub fn members(sources: &CollectorSources, plan: &CollectorPlan) -> Vec<String> 
     tenants.into_iter().map(|t| t.name.clone()).collect()
 }
 
-/// The sources of one shard: the collector's, with only the shard's tenants.
-pub fn shard_sources(sources: &CollectorSources, members: &[String]) -> CollectorSources {
-    let members: BTreeSet<&str> = members.iter().map(String::as_str).collect();
-    CollectorSources {
-        spec: sources.spec.clone(),
-        platform_password_hash: sources.platform_password_hash.clone(),
-        platform_connection_string: sources.platform_connection_string.clone(),
-        blob_connection_string: sources.blob_connection_string.clone(),
-        tenants: sources
-            .tenants
-            .iter()
-            .filter(|t| members.contains(t.name.as_str()))
-            .cloned()
-            .collect(),
+/// The sources of each shard: the collector's, with only the shard's tenants. One pass over
+/// the region's tenants, however many shards it has.
+pub fn sources_by_shard(
+    sources: &CollectorSources,
+    shards: &BTreeMap<ShardIndex, Vec<String>>,
+) -> BTreeMap<ShardIndex, CollectorSources> {
+    let shard_of: HashMap<&str, ShardIndex> = shards
+        .iter()
+        .flat_map(|(index, members)| members.iter().map(|m| (m.as_str(), *index)))
+        .collect();
+    let mut by_shard: BTreeMap<ShardIndex, CollectorSources> = shards
+        .keys()
+        .map(|index| {
+            let shard = CollectorSources {
+                spec: sources.spec.clone(),
+                platform_password_hash: sources.platform_password_hash.clone(),
+                platform_connection_string: sources.platform_connection_string.clone(),
+                blob_connection_string: sources.blob_connection_string.clone(),
+                tenants: Vec::new(),
+            };
+            (*index, shard)
+        })
+        .collect();
+    for tenant in &sources.tenants {
+        let shard = shard_of
+            .get(tenant.name.as_str())
+            .and_then(|index| by_shard.get_mut(index));
+        if let Some(shard) = shard {
+            shard.tenants.push(tenant.clone());
+        }
     }
+    by_shard
 }
 
 /// What became of one shard in this reconcile.
@@ -491,9 +508,23 @@ mod tests {
         let plan = crate::pipeline::plan_collector(&sources).unwrap();
         // t3 was created first.
         assert_eq!(members(&sources, &plan), ["t3", "t2", "t1", "t0"]);
-        let shard = shard_sources(&sources, &["t1".to_owned(), "t3".to_owned()]);
-        let names: Vec<&str> = shard.tenants.iter().map(|t| t.name.as_str()).collect();
-        assert_eq!(names, ["t1", "t3"]);
+        let shards = BTreeMap::from([
+            (0, vec!["t1".to_owned(), "t3".to_owned()]),
+            (1, vec!["t0".to_owned()]),
+            (2, vec![]),
+        ]);
+        let by_shard = sources_by_shard(&sources, &shards);
+        let names = |i: ShardIndex| -> Vec<&str> {
+            by_shard[&i]
+                .tenants
+                .iter()
+                .map(|t| t.name.as_str())
+                .collect()
+        };
+        assert_eq!(names(0), ["t1", "t3"]);
+        assert_eq!(names(1), ["t0"]);
+        assert!(names(2).is_empty());
+        assert_eq!(by_shard.len(), 3, "t2 is in no shard and makes none");
     }
 
     fn outcome(
@@ -528,7 +559,8 @@ mod tests {
         let whole = crate::pipeline::plan_collector(&all).unwrap();
         let plan_of = |names: &[&str]| {
             let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-            crate::pipeline::plan_collector(&shard_sources(&all, &names)).unwrap()
+            let shard = sources_by_shard(&all, &BTreeMap::from([(0, names)]));
+            crate::pipeline::plan_collector(&shard[&0]).unwrap()
         };
         let shards = BTreeMap::from([
             (

@@ -91,10 +91,10 @@ async fn reconcile_inner(collector: Arc<RegionalCollector>, ctx: &Context) -> Re
     write_records(&collector, ctx, &recorded, &sources, &assignment.new).await?;
     // Shards are independent: checked and applied a few at a time, so a burst that changes
     // dozens of them waits on the collector binary and the API server in parallel.
-    let work: Vec<_> = assignment
-        .shards
+    let by_shard = decide::sources_by_shard(&sources, &assignment.shards);
+    let work: Vec<_> = by_shard
         .iter()
-        .map(|(index, members)| shard(&collector, ctx, &sources, &live, *index, members))
+        .map(|(index, sources)| shard(&collector, ctx, sources, &live, *index))
         .collect();
     let outcomes: BTreeMap<ShardIndex, decide::ShardOutcome> = futures::stream::iter(work)
         .buffer_unordered(SHARD_CONCURRENCY)
@@ -115,19 +115,28 @@ async fn reconcile_inner(collector: Arc<RegionalCollector>, ctx: &Context) -> Re
     Ok(Action::requeue(ctx.settings.resync))
 }
 
-/// Plans, renders and checks one shard's configuration, then rolls it out.
+/// Plans, renders and checks one shard's configuration (unless its sources are unchanged
+/// since the last time), then rolls it out.
 async fn shard(
     collector: &RegionalCollector,
     ctx: &Context,
     sources: &CollectorSources,
     live: &BTreeMap<ShardIndex, StatefulSet>,
     index: ShardIndex,
-    members: &[String],
 ) -> Result<(ShardIndex, decide::ShardOutcome)> {
-    let shard_sources = decide::shard_sources(sources, members);
-    let checked = check::checked_plan(ctx.validator.as_ref(), &shard_sources).await?;
-    let outcome = apply_shard(collector, ctx, index, members.len(), checked, live).await?;
+    let key = shard_key(collector, index);
+    let checked = ctx
+        .checked_shards
+        .checked(&key, ctx.validator.as_ref(), sources)
+        .await?;
+    let members = sources.tenants.len();
+    let outcome = apply_shard(collector, ctx, index, members, checked, live).await?;
     Ok((index, outcome))
+}
+
+/// A shard of a collector, for the memos that remember it.
+fn shard_key(collector: &RegionalCollector, index: ShardIndex) -> String {
+    format!("{}/{index}", pacing_key(collector))
 }
 
 /// Rolls out a shard's checked configuration, or keeps what it runs when it was refused.
@@ -237,6 +246,7 @@ async fn remove_shards(
     let namespace = namespace_of(collector);
     for index in gone {
         tracing::info!(shard = index, "removing empty shard");
+        ctx.checked_shards.forget(&shard_key(collector, index));
         let workload = desired::workload_name(collector, index);
         delete::<ConfigMap>(ctx, &namespace, &desired::config_map_name(collector, index)).await?;
         delete::<Secret>(ctx, &namespace, &desired::secret_name(collector, index)).await?;
@@ -364,11 +374,7 @@ async fn announce_rollout(
     plan: &CollectorPlan,
     rendered: &RenderedConfig,
 ) {
-    let key = format!(
-        "{}/{}/{shard}",
-        namespace_of(collector),
-        collector.name_any()
-    );
+    let key = shard_key(collector, shard);
     if !decide::is_new_config(collector, shard, rendered) || !ctx.rollouts.note(key, &rendered.hash)
     {
         return;
