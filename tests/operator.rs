@@ -511,6 +511,77 @@ async fn a_collector_routes_exactly_its_tenants_and_keeps_secrets_out_of_sight()
     env.teardown().await;
 }
 
+/// A credentials Secret restored from a backup before its tenant (no telemux label, so not in
+/// the operator's cache): the operator's create is refused, it reads what is there, and the
+/// clients' password stays.
+#[tokio::test]
+#[cfg_attr(
+    any(no_plane, no_helm),
+    ignore = "needs the local plane and helm: TELEMUX_TEST_KUBECONFIG, HELM_BIN (make cluster-up helm)"
+)]
+async fn a_credentials_secret_restored_before_its_tenant_keeps_its_password() {
+    use k8s_openapi::ByteString;
+    let env = setup("restored-credentials").await;
+    env.collector("eu", "westeurope").await;
+    let issued = telemux::credentials::issue_credential().unwrap();
+    let restored: Secret = serde_json::from_value(json!({
+        "metadata": { "name": "acme-ingestion-credentials" },
+        "data": {
+            "username": ByteString(b"acme".to_vec()),
+            "password": ByteString(issued.password.clone().into_bytes()),
+            "bcrypt": ByteString(issued.bcrypt_hash.clone().into_bytes()),
+        }
+    }))
+    .unwrap();
+    env.ns
+        .api::<Secret>()
+        .create(&PostParams::default(), &restored)
+        .await
+        .unwrap();
+    env.tenant("acme", 1, &["westeurope"], json!({})).await;
+    env.wait_condition("tenant", "acme", "Ready", "True").await;
+
+    let secret = env
+        .ns
+        .api::<Secret>()
+        .get("acme-ingestion-credentials")
+        .await
+        .unwrap();
+    let data = secret.data.clone().unwrap();
+    assert_eq!(
+        data["password"].0,
+        issued.password.as_bytes(),
+        "the restored password was replaced"
+    );
+    assert!(
+        data.contains_key("endpoint.westeurope.grpc"),
+        "{:?}",
+        data.keys()
+    );
+    assert_eq!(
+        secret
+            .labels()
+            .get("app.kubernetes.io/managed-by")
+            .map(String::as_str),
+        Some("telemux"),
+        "telemux manages the Secret from now on"
+    );
+    let events = env
+        .ns
+        .api::<CoreEvent>()
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    let issued_events: Vec<_> = events
+        .items
+        .iter()
+        .filter(|e| e.reason.as_deref() == Some("CredentialIssued"))
+        .filter(|e| e.involved_object.name.as_deref() == Some("acme"))
+        .collect();
+    assert!(issued_events.is_empty(), "{issued_events:?}");
+    env.teardown().await;
+}
+
 #[tokio::test]
 #[cfg_attr(
     any(no_plane, no_helm),
@@ -1215,6 +1286,18 @@ impl Env {
             .unwrap();
     }
 
+    /// Tenants named `names` (numbered as listed), created a few at a time.
+    async fn tenants(&self, names: &[String], first: u32) {
+        use futures::StreamExt;
+        let creates = names.iter().zip(first..).map(|(name, n)| async move {
+            self.tenant(name, n, &["westeurope"], json!({})).await;
+        });
+        futures::stream::iter(creates)
+            .buffer_unordered(8)
+            .collect::<Vec<()>>()
+            .await;
+    }
+
     /// Each tenant's shard, from its status, once every tenant in `tenants` has one and the
     /// collector lists `shards` shards.
     async fn wait_assignments(
@@ -1224,7 +1307,7 @@ impl Env {
         shards: usize,
     ) -> BTreeMap<String, u32> {
         eventually(
-            &format!("{tenants:?} assigned over {shards} shards"),
+            &format!("{} tenants assigned over {shards} shards", tenants.len()),
             WAIT,
             || async {
                 let status = self
@@ -1237,20 +1320,50 @@ impl Env {
                 if status.shards.len() != shards {
                     return None;
                 }
-                let mut assigned = BTreeMap::new();
-                for tenant in tenants {
-                    let t = self.ns.api::<TelemetryTenant>().get(tenant).await.ok()?;
-                    let endpoint = t
-                        .status?
-                        .endpoints
-                        .into_iter()
-                        .find(|e| e.collector == collector)?;
-                    assigned.insert(tenant.clone(), endpoint.shard);
-                }
-                Some(assigned)
+                let listed = self
+                    .ns
+                    .api::<TelemetryTenant>()
+                    .list(&ListParams::default())
+                    .await
+                    .ok()?;
+                let shard_of: BTreeMap<String, u32> = listed
+                    .items
+                    .into_iter()
+                    .filter_map(|t| {
+                        let name = t.name_any();
+                        let endpoint = t
+                            .status?
+                            .endpoints
+                            .into_iter()
+                            .find(|e| e.collector == collector)?;
+                        Some((name, endpoint.shard))
+                    })
+                    .collect();
+                tenants
+                    .iter()
+                    .map(|t| Some((t.clone(), *shard_of.get(t)?)))
+                    .collect()
             },
         )
         .await
+    }
+
+    /// Each shard StatefulSet's generation, by shard: it moves with every change to its spec
+    /// (a rollout of its pods, or a resize).
+    async fn shard_generations(&self, collector: &str) -> BTreeMap<u32, i64> {
+        let list = self
+            .ns
+            .api::<StatefulSet>()
+            .list(&ListParams::default().labels(&format!("telemux.io/collector={collector}")))
+            .await
+            .unwrap();
+        list.items
+            .into_iter()
+            .map(|s| {
+                let shard = s.labels()["telemux.io/shard"].parse().unwrap();
+                (shard, s.metadata.generation.unwrap())
+            })
+            .collect()
     }
 
     /// The config hash each shard's pods run, by shard.
@@ -1281,28 +1394,64 @@ impl Env {
     ignore = "needs the local plane and helm: TELEMUX_TEST_KUBECONFIG, HELM_BIN (make cluster-up helm)"
 )]
 async fn shards_keep_their_tenants_for_life_and_roll_alone() {
+    const PER_SHARD: u32 = 50;
     let env = setup("shards").await;
-    env.sharded_collector("eu", 3).await;
+    env.sharded_collector("eu", PER_SHARD).await;
     let names_of = |range: std::ops::RangeInclusive<u32>| -> Vec<String> {
         range.map(|i| format!("t{i}")).collect()
     };
-    for (i, tenant) in names_of(1..=6).iter().enumerate() {
-        env.tenant(tenant, i as u32 + 1, &["westeurope"], json!({}))
-            .await;
-    }
-    let first = env.wait_assignments("eu", &names_of(1..=6), 2).await;
-    // Every tenant's Secret names the Service of its own shard, and that Service exists.
+    env.tenants(&names_of(1..=PER_SHARD), 1).await;
+    let first = env
+        .wait_assignments("eu", &names_of(1..=PER_SHARD), 1)
+        .await;
+
+    // Fifty more, to a region whose only shard is full: one new shard; no one moves.
+    let newcomers = names_of(PER_SHARD + 1..=2 * PER_SHARD);
+    env.tenants(&newcomers, PER_SHARD + 1).await;
+    let everyone = names_of(1..=2 * PER_SHARD);
+    let grown = env.wait_assignments("eu", &everyone, 2).await;
     for (tenant, shard) in &first {
-        let secret = env
-            .ns
-            .api::<Secret>()
-            .get(&format!("{tenant}-ingestion-credentials"))
-            .await
-            .unwrap();
-        let grpc =
-            String::from_utf8(secret.data.unwrap()["endpoint.westeurope.grpc"].0.clone()).unwrap();
+        assert_eq!(
+            grown[tenant], *shard,
+            "{tenant} moved when tenants were added"
+        );
+    }
+    let new_shards: BTreeSet<u32> = newcomers.iter().map(|t| grown[t]).collect();
+    assert_eq!(new_shards.len(), 1, "the newcomers share one shard");
+    assert!(
+        !new_shards.contains(&first["t1"]),
+        "the newcomers are not in the full shard"
+    );
+
+    // Every tenant's Secret names the Service of its own shard, and that Service exists.
+    let secrets = env
+        .ns
+        .api::<Secret>()
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    let endpoint_of: BTreeMap<String, String> = secrets
+        .items
+        .into_iter()
+        .filter_map(|s| {
+            let tenant = s
+                .name_any()
+                .strip_suffix("-ingestion-credentials")?
+                .to_owned();
+            let grpc = s.data?.remove("endpoint.westeurope.grpc")?;
+            Some((tenant, String::from_utf8(grpc.0).unwrap()))
+        })
+        .collect();
+    for (tenant, shard) in &grown {
         let service = names::shard_workload("eu", *shard);
-        assert_eq!(grpc, format!("{service}.{}.svc:4317", env.ns.name));
+        assert_eq!(
+            endpoint_of.get(tenant),
+            Some(&format!("{service}.{}.svc:4317", env.ns.name)),
+            "{tenant}'s endpoint"
+        );
+    }
+    for shard in grown.values().collect::<BTreeSet<_>>() {
+        let service = names::shard_workload("eu", *shard);
         env.ns.api::<Service>().get(&service).await.unwrap();
         env.ns
             .api::<k8s_openapi::api::policy::v1::PodDisruptionBudget>()
@@ -1310,25 +1459,11 @@ async fn shards_keep_their_tenants_for_life_and_roll_alone() {
             .await
             .unwrap();
     }
-
-    // Three more fill a new shard; no one moves.
-    for (i, tenant) in names_of(7..=9).iter().enumerate() {
-        env.tenant(tenant, i as u32 + 7, &["westeurope"], json!({}))
-            .await;
-    }
-    let grown = env.wait_assignments("eu", &names_of(1..=9), 3).await;
-    for (tenant, shard) in &first {
-        assert_eq!(
-            grown[tenant], *shard,
-            "{tenant} moved when tenants were added"
-        );
-    }
-    let new_shards: BTreeSet<u32> = names_of(7..=9).iter().map(|t| grown[t]).collect();
-    assert_eq!(new_shards.len(), 1, "the newcomers share the new shard");
     env.wait_settled("eu").await;
 
     // A change to one tenant rolls only its shard.
     let before = env.shard_config_hashes("eu").await;
+    let generations_before = env.shard_generations("eu").await;
     let patch = json!({ "spec": { "redaction": { "blockedValues": ["CUST-[0-9]{6}"] } } });
     env.ns
         .api::<TelemetryTenant>()
@@ -1341,22 +1476,30 @@ async fn shards_keep_their_tenants_for_life_and_roll_alone() {
         (now[&changed] != before[&changed]).then_some(now)
     })
     .await;
+    env.wait_settled("eu").await;
+    let generations_after = env.shard_generations("eu").await;
     for (shard, hash) in &before {
         if *shard != changed {
             assert_eq!(&after[shard], hash, "shard {shard} rolled for t1's change");
+            assert_eq!(
+                generations_after[shard], generations_before[shard],
+                "shard {shard}'s StatefulSet changed for t1's change"
+            );
         }
     }
 
-    // Deleting one shard's tenants removes that shard and moves no one.
-    let emptied = grown["t7"];
-    for tenant in names_of(7..=9) {
+    // Deleting tenants moves no one: the newcomers' shard goes with its last tenant.
+    let emptied = grown[&newcomers[0]];
+    for tenant in &newcomers {
         env.ns
             .api::<TelemetryTenant>()
-            .delete(&tenant, &DeleteParams::default())
+            .delete(tenant, &DeleteParams::default())
             .await
             .unwrap();
     }
-    let shrunk = env.wait_assignments("eu", &names_of(1..=6), 2).await;
+    let shrunk = env
+        .wait_assignments("eu", &names_of(1..=PER_SHARD), 1)
+        .await;
     assert_eq!(shrunk, first, "deleting tenants moved others");
     eventually("the emptied shard's StatefulSet to go", WAIT, || async {
         let gone = env
@@ -1375,13 +1518,19 @@ async fn shards_keep_their_tenants_for_life_and_roll_alone() {
     operator.stop().await;
     let operator = Operator::start(&plane_client().await, &ns.name).await;
     let env = Env { ns, operator };
-    env.tenant("t10", 10, &["westeurope"], json!({})).await;
-    let mut everyone = names_of(1..=6);
-    everyone.push("t10".into());
-    let restarted = env.wait_assignments("eu", &everyone, 3).await;
+    let late = format!("t{}", 2 * PER_SHARD + 1);
+    env.tenant(&late, 2 * PER_SHARD + 1, &["westeurope"], json!({}))
+        .await;
+    let mut everyone = names_of(1..=PER_SHARD);
+    everyone.push(late.clone());
+    let restarted = env.wait_assignments("eu", &everyone, 2).await;
     for (tenant, shard) in &first {
         assert_eq!(restarted[tenant], *shard, "{tenant} moved across a restart");
     }
+    assert_ne!(
+        restarted[&late], first["t1"],
+        "the full shard took one more"
+    );
     env.teardown().await;
 }
 
