@@ -31,6 +31,8 @@ pub fn issue_credential() -> Result<IssuedCredential, HashError> {
         .map(char::from)
         .collect();
     let bcrypt_hash = hash_password(&password)?;
+    // Made from this password just now: the reconcile that next reads it back need not check.
+    remember_verified(&password, &bcrypt_hash);
     Ok(IssuedCredential {
         password,
         bcrypt_hash,
@@ -47,22 +49,32 @@ pub fn hash_password(password: &str) -> Result<String, HashError> {
 /// in a burst of thousands of tenants), so a pair verified once is remembered: by hash, with
 /// a SHA-256 of the password (never the password itself).
 pub fn verify_password(password: &str, hash: &str) -> bool {
-    use sha2::Digest;
-    let digest: [u8; 32] = sha2::Sha256::digest(password.as_bytes()).into();
-    let mut verified = VERIFIED.lock().unwrap_or_else(|p| p.into_inner());
+    let digest = password_digest(password);
+    let verified = VERIFIED.lock().unwrap_or_else(|p| p.into_inner());
     if verified.get(hash) == Some(&digest) {
         return true;
     }
     drop(verified);
     let intact = bcrypt::verify(password, hash).unwrap_or(false);
     if intact {
-        verified = VERIFIED.lock().unwrap_or_else(|p| p.into_inner());
-        if verified.len() >= MAX_VERIFIED {
-            verified.clear(); // a bound, not an LRU: a miss costs one bcrypt
-        }
-        verified.insert(hash.to_owned(), digest);
+        remember_verified(password, hash);
     }
     intact
+}
+
+fn password_digest(password: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(password.as_bytes()).into()
+}
+
+/// Remembers that `hash` is a bcrypt hash of `password`.
+fn remember_verified(password: &str, hash: &str) {
+    let digest = password_digest(password);
+    let mut verified = VERIFIED.lock().unwrap_or_else(|p| p.into_inner());
+    if verified.len() >= MAX_VERIFIED {
+        verified.clear(); // a bound, not an LRU: a miss costs one bcrypt
+    }
+    verified.insert(hash.to_owned(), digest);
 }
 
 /// Verified pairs kept (about 100 bytes each).
