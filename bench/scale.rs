@@ -76,6 +76,29 @@ fn peak_rss_mib(pid: u32) -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+/// CPU seconds a process has used (user + system), and those of its children it has waited
+/// for (the collector `validate` runs that check each configuration), from /proc/<pid>/stat;
+/// Linux counts them in clock ticks of 1/100 s.
+fn cpu_seconds(pid: u32) -> (f64, f64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    // utime, stime, cutime and cstime are fields 14 to 17 of the line, 12 to 15 after the name.
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (
+        (ticks(11) + ticks(12)) / 100.0,
+        (ticks(13) + ticks(14)) / 100.0,
+    )
+}
+
 async fn create_tenants(client: &Client, namespace: &str, tenants: usize, regions: usize) {
     let api: Api<TelemetryTenant> = Api::namespaced(client.clone(), namespace);
     futures::stream::iter(0..tenants)
@@ -210,6 +233,7 @@ async fn main() {
     let ready = wait_ready(api, tenants, started + DEADLINE).await;
     let converged = started.elapsed().saturating_sub(created);
     let rss = peak_rss_mib(operator.id());
+    let (cpu, validate_cpu) = cpu_seconds(operator.id());
     let (rollouts, largest_kib) = shard_figures(&client, &namespace).await;
     let shards: usize = collectors
         .list(&ListParams::default())
@@ -236,11 +260,11 @@ async fn main() {
     let _ = operator.kill();
     let _ = operator.wait();
     println!(
-        "| tenants | regions | shards | create all | last create → all Ready | Ready | rollouts per shard (max) | operator peak RSS | largest shard config | ConfigTooLarge |"
+        "| tenants | regions | shards | create all | last create → all Ready | Ready | rollouts per shard (max) | operator peak RSS | operator CPU (+ collector validate) | largest shard config | ConfigTooLarge |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
     println!(
-        "| {tenants} | {regions} | {} | {:.1} s | {:.1} s | {ready}/{tenants} | {} | {rss:.0} MiB | {largest_kib} KiB | {} |",
+        "| {tenants} | {regions} | {} | {:.1} s | {:.1} s | {ready}/{tenants} | {} | {rss:.0} MiB | {cpu:.1} s (+ {validate_cpu:.1} s) | {largest_kib} KiB | {} |",
         shards,
         created.as_secs_f64(),
         converged.as_secs_f64(),
