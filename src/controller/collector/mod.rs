@@ -1,9 +1,10 @@
 //! Reconciles a RegionalCollector: observe (its tenants, their Secrets and recorded shards, the
 //! Secrets its spec names, its StatefulSets) → platform credential → plan the region and assign
 //! shards (`crate::pipeline::shards`), recording new assignments first → per shard: plan,
-//! render and check (`check`), then apply ConfigMap and Secret, the StatefulSet carrying their
-//! hashes, the Service and the PodDisruptionBudget → remove emptied shards → status. What rolls
-//! a shard's pods is in `crate::controller::triggers`.
+//! render and check (`check`; skipped while the shard's sources are unchanged), then apply
+//! ConfigMap and Secret, the StatefulSet carrying their hashes, the Service and the
+//! PodDisruptionBudget → remove emptied shards → status. What rolls a shard's pods is in
+//! `crate::controller::triggers`.
 
 pub mod check;
 pub mod decide;
