@@ -10,6 +10,7 @@ use crate::api::condition_types::CONFIG_VALID;
 use crate::api::reasons::{self, Reason};
 use crate::controller::Result;
 use crate::controller::conditions::{Decided, Status};
+use crate::pipeline::shards::ShardIndex;
 use crate::pipeline::{
     CollectorPlan, CollectorSources, RenderedConfig, TenantSource, Vetoes, plan_collector,
     plan_collector_with_vetoes, render_collector_config,
@@ -81,16 +82,20 @@ pub enum Checked {
 /// Each shard's last checked configuration, by the fingerprint of the sources it was planned
 /// from (`CollectorSources::fingerprint`). A reconcile plans, renders and checks again only
 /// the shards whose tenants or collector changed, so one tenant's change costs one shard's
-/// rendering, not the region's.
+/// rendering, not the region's. Holds only shards that exist (`retain`): one entry, up to a
+/// shard's configuration, per live shard.
 #[derive(Default)]
-pub struct CheckedShards(Mutex<HashMap<String, ([u8; 32], Checked)>>);
+pub struct CheckedShards(Mutex<HashMap<ShardKey, ([u8; 32], Checked)>>);
+
+/// A collector (`namespace/name`) and one of its shards.
+pub type ShardKey = (String, ShardIndex);
 
 impl CheckedShards {
     /// The shard's checked configuration: remembered when its sources are unchanged, else
     /// planned, rendered and checked now.
     pub async fn checked(
         &self,
-        shard: &str,
+        shard: &ShardKey,
         validator: Option<&CachedValidator>,
         sources: &CollectorSources,
     ) -> Result<Checked> {
@@ -105,21 +110,18 @@ impl CheckedShards {
         }
         let checked = checked_plan(validator, sources).await?;
         if let (Some(fingerprint), true) = (fingerprint, is_settled(&checked)) {
-            let mut shards = self.lock();
-            if shards.len() > 4096 {
-                shards.clear(); // a bound for collectors deleted meanwhile, not an LRU
-            }
-            shards.insert(shard.to_owned(), (fingerprint, checked.clone()));
+            let entry = (fingerprint, checked.clone());
+            self.lock().insert(shard.clone(), entry);
         }
         Ok(checked)
     }
 
-    /// Forgets a removed shard.
-    pub fn forget(&self, shard: &str) {
-        self.lock().remove(shard);
+    /// Forgets the shards `keep` refuses: removed shards, and those of deleted collectors.
+    pub fn retain(&self, keep: impl Fn(&ShardKey) -> bool) {
+        self.lock().retain(|shard, _| keep(shard));
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, ([u8; 32], Checked)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ShardKey, ([u8; 32], Checked)>> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -419,7 +421,7 @@ mod tests {
             let shards = &shards;
             async move {
                 shards
-                    .checked("ns/eu/0", Some(&validator), &sources)
+                    .checked(&("ns/eu".to_owned(), 0), Some(&validator), &sources)
                     .await
                     .unwrap()
             }
@@ -437,7 +439,7 @@ mod tests {
         assert_eq!(runs(&again), 0, "unchanged sources: nothing checked");
         assert_eq!(same.hash, rendered.hash);
 
-        shards.forget("ns/eu/0");
+        shards.retain(|(collector, shard)| collector == "ns/eu" && *shard != 0);
         let forgotten = Arc::new(Picky::default());
         check(&forgotten, sources()).await;
         assert!(runs(&forgotten) >= 1, "a removed shard starts afresh");

@@ -101,6 +101,7 @@ async fn reconcile_inner(collector: Arc<RegionalCollector>, ctx: &Context) -> Re
         .buffer_unordered(SHARD_CONCURRENCY)
         .try_collect()
         .await?;
+    forget_checks_of_gone_shards(&collector, ctx, &assignment.shards);
     let gone = live.keys().filter(|i| !assignment.shards.contains_key(i));
     remove_shards(&collector, ctx, gone.copied().collect()).await?;
     // Autoscalers of removed shards, and all of them once autoscaling is switched off.
@@ -125,7 +126,7 @@ async fn shard(
     live: &BTreeMap<ShardIndex, StatefulSet>,
     index: ShardIndex,
 ) -> Result<(ShardIndex, decide::ShardOutcome)> {
-    let key = shard_key(collector, index);
+    let key = (pacing_key(collector), index);
     let checked = ctx
         .checked_shards
         .checked(&key, ctx.validator.as_ref(), sources)
@@ -138,6 +139,30 @@ async fn shard(
 /// A shard of a collector, for the memos that remember it.
 fn shard_key(collector: &RegionalCollector, index: ShardIndex) -> String {
     format!("{}/{index}", pacing_key(collector))
+}
+
+/// Keeps the checked configurations of shards that still exist: this collector's current
+/// ones, and those of the other collectors the cache still holds (a deleted collector is not
+/// reconciled again, so its shards are forgotten here).
+fn forget_checks_of_gone_shards(
+    collector: &RegionalCollector,
+    ctx: &Context,
+    shards: &BTreeMap<ShardIndex, Vec<String>>,
+) {
+    let this = pacing_key(collector);
+    let collectors: BTreeSet<String> = ctx
+        .collectors
+        .state()
+        .iter()
+        .map(|c| pacing_key(c))
+        .collect();
+    ctx.checked_shards.retain(|(key, index)| {
+        if *key == this {
+            shards.contains_key(index)
+        } else {
+            collectors.contains(key)
+        }
+    });
 }
 
 /// Rolls out a shard's checked configuration, or keeps what it runs when it was refused.
@@ -247,7 +272,6 @@ async fn remove_shards(
     let namespace = namespace_of(collector);
     for index in gone {
         tracing::info!(shard = index, "removing empty shard");
-        ctx.checked_shards.forget(&shard_key(collector, index));
         let workload = desired::workload_name(collector, index);
         delete::<ConfigMap>(ctx, &namespace, &desired::config_map_name(collector, index)).await?;
         delete::<Secret>(ctx, &namespace, &desired::secret_name(collector, index)).await?;
