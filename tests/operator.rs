@@ -1348,9 +1348,8 @@ impl Env {
         .await
     }
 
-    /// Each shard StatefulSet's generation, by shard: it moves with every change to its spec
-    /// (a rollout of its pods, or a resize).
-    async fn shard_generations(&self, collector: &str) -> BTreeMap<u32, i64> {
+    /// The collector's shard StatefulSets, by shard.
+    async fn shard_stateful_sets(&self, collector: &str) -> BTreeMap<u32, StatefulSet> {
         let list = self
             .ns
             .api::<StatefulSet>()
@@ -1359,30 +1358,27 @@ impl Env {
             .unwrap();
         list.items
             .into_iter()
-            .map(|s| {
-                let shard = s.labels()["telemux.io/shard"].parse().unwrap();
-                (shard, s.metadata.generation.unwrap())
-            })
+            .map(|s| (s.labels()["telemux.io/shard"].parse().unwrap(), s))
+            .collect()
+    }
+
+    /// Each shard StatefulSet's generation, by shard: it moves with every change to its spec
+    /// (a rollout of its pods, or a resize).
+    async fn shard_generations(&self, collector: &str) -> BTreeMap<u32, i64> {
+        let sets = self.shard_stateful_sets(collector).await;
+        sets.into_iter()
+            .map(|(shard, s)| (shard, s.metadata.generation.unwrap()))
             .collect()
     }
 
     /// The config hash each shard's pods run, by shard.
     async fn shard_config_hashes(&self, collector: &str) -> BTreeMap<u32, String> {
-        let list = self
-            .ns
-            .api::<StatefulSet>()
-            .list(&ListParams::default().labels(&format!("telemux.io/collector={collector}")))
-            .await
-            .unwrap();
-        list.items
-            .into_iter()
-            .map(|s| {
-                let shard = s.labels()["telemux.io/shard"].parse().unwrap();
+        let sets = self.shard_stateful_sets(collector).await;
+        sets.into_iter()
+            .map(|(shard, s)| {
                 let template = s.spec.unwrap().template.metadata.unwrap();
-                (
-                    shard,
-                    template.annotations.unwrap()["telemux.io/config-hash"].clone(),
-                )
+                let hash = template.annotations.unwrap()["telemux.io/config-hash"].clone();
+                (shard, hash)
             })
             .collect()
     }
