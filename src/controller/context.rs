@@ -12,7 +12,7 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 
-use super::collector::check::{CachedValidator, CheckedShards};
+use super::collector::check::{CachedValidator, CheckedShards, ShardKey};
 use super::io::{SecretLookup, secret_value};
 use super::provision::AzureComponents;
 use super::retry::ProvisionTimings;
@@ -34,7 +34,7 @@ pub struct Context {
     pub validator: Option<CachedValidator>,
     /// Each shard's last checked configuration, by the fingerprint of its sources.
     pub checked_shards: CheckedShards,
-    /// Config hash each collector was last rolled out with by this process.
+    /// Config hash each shard was last rolled out with by this process.
     pub rollouts: Rollouts,
     /// Provisioned components verified in Azure recently.
     pub verified_components: VerifiedComponents,
@@ -273,14 +273,14 @@ impl AppliedChildren {
     }
 }
 
-/// The config hash each collector was last rolled out with by this process, so a rollout is
+/// The config hash each shard was last rolled out with by this process, so a rollout is
 /// announced once even when the status cache lags behind.
 #[derive(Default)]
-pub struct Rollouts(Mutex<HashMap<String, String>>);
+pub struct Rollouts(Mutex<HashMap<ShardKey, String>>);
 
 impl Rollouts {
     /// Records that `key` now runs `hash`; true when that is news.
-    pub fn note(&self, key: String, hash: &str) -> bool {
+    pub fn note(&self, key: ShardKey, hash: &str) -> bool {
         let mut rolled_out = self.0.lock().unwrap_or_else(|p| p.into_inner());
         rolled_out.insert(key, hash.to_owned()).as_deref() != Some(hash)
     }

@@ -59,6 +59,17 @@ pub struct CollectorSources {
 }
 
 impl CollectorSources {
+    /// The same collector, with only `tenants`.
+    pub fn with_tenants(&self, tenants: Vec<TenantSource>) -> CollectorSources {
+        CollectorSources {
+            spec: self.spec.clone(),
+            platform_password_hash: self.platform_password_hash.clone(),
+            platform_connection_string: self.platform_connection_string.clone(),
+            blob_connection_string: self.blob_connection_string.clone(),
+            tenants,
+        }
+    }
+
     /// A SHA-256 over everything a plan is made from: sources with equal fingerprints plan,
     /// render and check alike, so a shard whose fingerprint did not move need not be
     /// rendered again. Connection strings go into the digest, never anywhere else. `None`

@@ -228,13 +228,7 @@ async fn blamed_tenants(
     sources: &CollectorSources,
     plan: &CollectorPlan,
 ) -> Result<Vetoes> {
-    let alone = |tenants: Vec<TenantSource>| CollectorSources {
-        spec: sources.spec.clone(),
-        platform_password_hash: sources.platform_password_hash.clone(),
-        platform_connection_string: sources.platform_connection_string.clone(),
-        blob_connection_string: sources.blob_connection_string.clone(),
-        tenants,
-    };
+    let alone = |tenants: Vec<TenantSource>| sources.with_tenants(tenants);
     let mut vetoes = Vetoes::new();
     let Ok(baseline) = plan_collector(&alone(Vec::new())) else {
         return Ok(vetoes);

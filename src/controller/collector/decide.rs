@@ -94,16 +94,7 @@ pub fn sources_by_shard(
         .collect();
     let mut by_shard: BTreeMap<ShardIndex, CollectorSources> = shards
         .keys()
-        .map(|index| {
-            let shard = CollectorSources {
-                spec: sources.spec.clone(),
-                platform_password_hash: sources.platform_password_hash.clone(),
-                platform_connection_string: sources.platform_connection_string.clone(),
-                blob_connection_string: sources.blob_connection_string.clone(),
-                tenants: Vec::new(),
-            };
-            (*index, shard)
-        })
+        .map(|index| (*index, sources.with_tenants(Vec::new())))
         .collect();
     for tenant in &sources.tenants {
         let shard = shard_of

@@ -23,7 +23,7 @@ use kube::api::DeleteParams;
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 
-use self::check::Checked;
+use self::check::{Checked, ShardKey};
 use self::observe::ObservedCollector;
 use super::conditions::Status;
 use super::conditions::{self, Decided};
@@ -126,7 +126,7 @@ async fn shard(
     live: &BTreeMap<ShardIndex, StatefulSet>,
     index: ShardIndex,
 ) -> Result<(ShardIndex, decide::ShardOutcome)> {
-    let key = (pacing_key(collector), index);
+    let key = shard_key(collector, index);
     let checked = ctx
         .checked_shards
         .checked(&key, ctx.validator.as_ref(), sources)
@@ -137,8 +137,8 @@ async fn shard(
 }
 
 /// A shard of a collector, for the memos that remember it.
-fn shard_key(collector: &RegionalCollector, index: ShardIndex) -> String {
-    format!("{}/{index}", pacing_key(collector))
+fn shard_key(collector: &RegionalCollector, index: ShardIndex) -> ShardKey {
+    (pacing_key(collector), index)
 }
 
 /// Keeps the checked configurations of shards that still exist: this collector's current
