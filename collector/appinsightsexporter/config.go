@@ -36,6 +36,31 @@ type Config struct {
 	// retries) before it is dropped with drop_code CLIENT_EXPIRED. The
 	// ingestion service refuses items older than 48 hours.
 	MaxAge time.Duration `mapstructure:"max_age"`
+
+	// DeliveryReport, when the section is present, sends this exporter's
+	// delivery statistics (items succeeded, dropped, retried) to its own
+	// Application Insights resource, as the Azure Monitor SDKs' "SDK stats"
+	// do. Off when absent.
+	DeliveryReport configoptional.Optional[DeliveryReportConfig] `mapstructure:"delivery_report"`
+}
+
+// DeliveryReportConfig is the delivery_report section.
+type DeliveryReportConfig struct {
+	// Interval is how often the statistics are sent: each report carries
+	// the counts of the interval that just ended (15m, the SDKs' default).
+	Interval time.Duration `mapstructure:"interval"`
+}
+
+// minReportInterval is the shortest interval accepted, the SDKs' minimum.
+const minReportInterval = time.Second
+
+// Validate checks the section when it is present (configoptional validates
+// the section only then).
+func (c *DeliveryReportConfig) Validate() error {
+	if c.Interval < minReportInterval {
+		return fmt.Errorf("interval must be at least %s, got %s", minReportInterval, c.Interval)
+	}
+	return nil
 }
 
 const (

@@ -122,7 +122,7 @@ func TestEncodingRejectsCorruptData(t *testing.T) {
 
 func TestEncodingCorruptRequestCountedAsDropped(t *testing.T) {
 	ev := newEnv(t)
-	e, err := newAIExporter(testConfig("http://127.0.0.1:1"), ev.set)
+	e, err := newAIExporter(testConfig("http://127.0.0.1:1"), ev.set, "traces")
 	require.NoError(t, err)
 	data := mustMarshal(t, randomRequest(rand.New(rand.NewPCG(1, 1)), 4, 10))
 	_, _, err = e.queueBatchSettings().Encoding.Unmarshal(data[:len(data)-1])

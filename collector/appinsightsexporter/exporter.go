@@ -36,6 +36,12 @@ type aiExporter struct {
 	transport  *transport
 	now        func() time.Time
 
+	// cfg keys the delivery report shared by the instances of a component;
+	// report is nil when delivery_report is off.
+	cfg           *Config
+	report        *deliveryReport
+	releaseReport sync.Once
+
 	// pending holds, per request token, the envelopes (counted per retry
 	// code) that an attempt asked exporterhelper to retry and that have not
 	// come back to push yet. Whatever is left when the data can no longer
@@ -46,17 +52,26 @@ type aiExporter struct {
 	pending   map[uint64]map[string]typeCounts
 }
 
-func newAIExporter(cfg *Config, set exporter.Settings) (*aiExporter, error) {
+func newAIExporter(cfg *Config, set exporter.Settings, signal string) (*aiExporter, error) {
 	conn, err := parseConnectionString(string(cfg.ConnectionString))
 	if err != nil {
 		return nil, err
 	}
-	c, err := newCounters(set.MeterProvider, set.ID.String())
+	var report *deliveryReport
+	if cfg.DeliveryReport.HasValue() {
+		report = reports.acquire(cfg, func() *deliveryReport { return newDeliveryReport(conn, cfg, set) })
+	}
+	c, err := newCounters(set.MeterProvider, set.ID.String(), signal, report)
 	if err != nil {
+		if report != nil && reports.release(cfg) != nil {
+			report.shutdown(context.Background())
+		}
 		return nil, err
 	}
 	persistent := cfg.QueueSettings.HasValue() && cfg.QueueSettings.Get().StorageID != nil
 	return &aiExporter{
+		cfg:        cfg,
+		report:     report,
 		conn:       conn,
 		maxAge:     cfg.MaxAge,
 		retryOn:    cfg.BackOffConfig.Enabled,
@@ -77,8 +92,26 @@ func (e *aiExporter) start(context.Context, component.Host) error {
 	e.logger.Info("Application Insights exporter started",
 		zap.String("ingestion_host", host),
 		zap.Duration("max_age", e.maxAge),
-		zap.Bool("persistent_queue", e.persistent))
+		zap.Bool("persistent_queue", e.persistent),
+		zap.Bool("delivery_report", e.report != nil))
+	if e.report != nil {
+		e.report.start()
+	}
 	return nil
+}
+
+// release gives up this instance's share of the delivery report; the last
+// instance of the component to shut down sends the final report. It runs
+// after the instance's shutdown counts, which that report must include.
+func (e *aiExporter) release(ctx context.Context) {
+	if e.report == nil {
+		return
+	}
+	e.releaseReport.Do(func() {
+		if last := reports.release(e.cfg); last != nil {
+			last.shutdown(ctx)
+		}
+	})
 }
 
 func (e *aiExporter) shutdown(context.Context) error {
@@ -94,7 +127,7 @@ func (e *aiExporter) queueBatchSettings() xexporterhelper.QueueBatchSettings {
 			e.logger.Error("Dropping a stored request that cannot be decoded",
 				zap.Int("items", items), zap.Error(err))
 			if items > 0 {
-				e.counters.recordDropped(codeException, typeCounts{unknownType: int64(items)})
+				e.counters.recordDroppedBecause(codeException, reasonStorage, typeCounts{{typ: unknownType}: int64(items)})
 			}
 		}},
 	}
@@ -245,7 +278,7 @@ func (e *aiExporter) push(ctx context.Context, r xexporterhelper.Request) error 
 
 	body, err := encodeBody(live)
 	if err != nil {
-		e.counters.recordDropped(codeException, countTypes(live))
+		e.counters.recordDroppedBecause(codeException, reasonClient, countTypes(live))
 		return consumererror.NewPermanent(fmt.Errorf("compressing %d envelope(s): %w", len(live), err))
 	}
 
@@ -401,6 +434,7 @@ func (w *tracesExporter) ConsumeTraces(ctx context.Context, td ptrace.Traces) er
 func (w *tracesExporter) Shutdown(ctx context.Context) error {
 	err := w.Traces.Shutdown(ctx)
 	w.e.afterShutdown()
+	w.e.release(ctx)
 	return err
 }
 
@@ -419,6 +453,7 @@ func (w *logsExporter) ConsumeLogs(ctx context.Context, ld plog.Logs) error {
 func (w *logsExporter) Shutdown(ctx context.Context) error {
 	err := w.Logs.Shutdown(ctx)
 	w.e.afterShutdown()
+	w.e.release(ctx)
 	return err
 }
 
@@ -437,11 +472,12 @@ func (w *metricsExporter) ConsumeMetrics(ctx context.Context, md pmetric.Metrics
 func (w *metricsExporter) Shutdown(ctx context.Context) error {
 	err := w.Metrics.Shutdown(ctx)
 	w.e.afterShutdown()
+	w.e.release(ctx)
 	return err
 }
 
 func newTracesExporter(ctx context.Context, set exporter.Settings, cfg *Config, conv tracesConverter) (exporter.Traces, error) {
-	e, err := newAIExporter(cfg, set)
+	e, err := newAIExporter(cfg, set, "traces")
 	if err != nil {
 		return nil, err
 	}
@@ -451,13 +487,14 @@ func newTracesExporter(ctx context.Context, set exporter.Settings, cfg *Config, 
 		},
 		e.push, e.options(cfg)...)
 	if err != nil {
+		e.release(ctx)
 		return nil, err
 	}
 	return &tracesExporter{Traces: inner, e: e}, nil
 }
 
 func newLogsExporter(ctx context.Context, set exporter.Settings, cfg *Config, conv logsConverter) (exporter.Logs, error) {
-	e, err := newAIExporter(cfg, set)
+	e, err := newAIExporter(cfg, set, "logs")
 	if err != nil {
 		return nil, err
 	}
@@ -467,13 +504,14 @@ func newLogsExporter(ctx context.Context, set exporter.Settings, cfg *Config, co
 		},
 		e.push, e.options(cfg)...)
 	if err != nil {
+		e.release(ctx)
 		return nil, err
 	}
 	return &logsExporter{Logs: inner, e: e}, nil
 }
 
 func newMetricsExporter(ctx context.Context, set exporter.Settings, cfg *Config, conv metricsConverter) (exporter.Metrics, error) {
-	e, err := newAIExporter(cfg, set)
+	e, err := newAIExporter(cfg, set, "metrics")
 	if err != nil {
 		return nil, err
 	}
@@ -483,6 +521,7 @@ func newMetricsExporter(ctx context.Context, set exporter.Settings, cfg *Config,
 		},
 		e.push, e.options(cfg)...)
 	if err != nil {
+		e.release(ctx)
 		return nil, err
 	}
 	return &metricsExporter{Metrics: inner, e: e}, nil

@@ -63,6 +63,7 @@ func Test200CountsSucceededPerType(t *testing.T) {
 
 	require.EqualValues(t, 2, ev.counter(t, metricSucceeded, map[string]string{attrExporter: exporterID, attrTelemetryType: "REQUEST"}))
 	require.EqualValues(t, 1, ev.counter(t, metricSucceeded, map[string]string{attrExporter: exporterID, attrTelemetryType: "DEPENDENCY"}))
+	require.EqualValues(t, 3, ev.counter(t, metricSucceeded, map[string]string{attrSignal: "traces"}))
 	require.Equal(t, counts{succeeded: 3}, ev.totals(t))
 	require.Len(t, b.requests(), 1)
 }
@@ -78,7 +79,9 @@ func TestLogsCountedAsTrace(t *testing.T) {
 
 	require.NoError(t, exp.ConsumeLogs(context.Background(), logRecords("one", "two")))
 	ev.waitFor(t, "2 items succeeded", func() bool { return ev.counter(t, metricSucceeded, nil) == 2 })
-	require.EqualValues(t, 2, ev.counter(t, metricSucceeded, map[string]string{attrTelemetryType: "TRACE"}))
+	// The signal tells these TRACE items from a span's events.
+	require.EqualValues(t, 2, ev.counter(t, metricSucceeded, map[string]string{attrTelemetryType: "TRACE", attrSignal: "logs"}))
+	require.EqualValues(t, 0, ev.counter(t, metricSucceeded, map[string]string{attrSignal: "traces"}))
 	require.Equal(t, []string{"one", "two"}, lineNames(t, b.requests()[0].lines))
 }
 

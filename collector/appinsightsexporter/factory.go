@@ -32,6 +32,7 @@ const (
 	defaultFlushTimeout   = 200 * time.Millisecond
 	defaultBatchMinBytes  = 256 << 10
 	defaultBatchMaxBytes  = 1 << 20
+	defaultReportInterval = 15 * time.Minute
 )
 
 // NewFactory returns the factory of the telemux_appinsights exporter.
@@ -69,6 +70,9 @@ func createDefaultConfig() component.Config {
 			}),
 		}),
 		MaxAge: defaultMaxAge,
+		// Off unless the section is present; present, even empty, it
+		// reports every 15 minutes.
+		DeliveryReport: configoptional.Default(DeliveryReportConfig{Interval: defaultReportInterval}),
 	}
 }
 
