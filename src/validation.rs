@@ -2,6 +2,7 @@
 //! compile a regular expression, and objects written before a schema change were never checked.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use crate::api::collector::RegionalCollectorSpec;
 use crate::api::tenant::TelemetryTenantSpec;
@@ -54,6 +55,78 @@ fn check_patterns(field: &str, patterns: &[String]) -> Result<(), SpecError> {
                     "{field}[{index}] {pattern:?} is not a valid regular expression: {detail}"
                 ))
             })?;
+    }
+    Ok(())
+}
+
+/// A duration as Go's `time.ParseDuration` (how the collector reads its durations) reads it,
+/// restricted to what the CRD's pattern admits: one or more unsigned decimal numbers, each
+/// with a unit (`h`, `m`, `s`, `ms`, `us`, `ns`): `15m`, `1h30m`, `1.5h`, `90s`. `None` for
+/// anything else, or beyond what a `Duration` of whole nanoseconds up to `u64::MAX` holds.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    const UNITS: [(&str, u128); 6] = [
+        ("ns", 1),
+        ("us", 1_000),
+        ("ms", 1_000_000),
+        ("s", 1_000_000_000),
+        ("m", 60 * 1_000_000_000),
+        ("h", 3_600 * 1_000_000_000),
+    ];
+    let mut rest = text;
+    let mut nanos: u128 = 0;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let digits = |s: &str| s.bytes().take_while(u8::is_ascii_digit).count();
+        let whole_len = digits(rest);
+        if whole_len == 0 {
+            return None;
+        }
+        let whole = &rest[..whole_len];
+        rest = &rest[whole_len..];
+        let mut fraction = "";
+        if let Some(after_dot) = rest.strip_prefix('.') {
+            let fraction_len = digits(after_dot);
+            if fraction_len == 0 {
+                return None;
+            }
+            fraction = &after_dot[..fraction_len];
+            rest = &after_dot[fraction_len..];
+        }
+        let unit_len = rest.bytes().take_while(u8::is_ascii_lowercase).count();
+        let (_, scale) = UNITS.iter().find(|(unit, _)| *unit == &rest[..unit_len])?;
+        rest = &rest[unit_len..];
+        // Go keeps at most nanosecond precision; so do we (digits past it are dropped).
+        let whole: u128 = whole.parse().ok()?;
+        let mut part = whole.checked_mul(*scale)?;
+        let mut denominator: u128 = 1;
+        let mut numerator: u128 = 0;
+        for digit in fraction.bytes().take(18) {
+            numerator = numerator * 10 + u128::from(digit - b'0');
+            denominator *= 10;
+        }
+        part = part.checked_add(numerator * scale / denominator)?;
+        nanos = nanos.checked_add(part)?;
+    }
+    let nanos = u64::try_from(nanos).ok()?;
+    Some(Duration::from_nanos(nanos))
+}
+
+/// The bounds of `deliveryReportInterval`: the exporter's own minimum, and once a day.
+pub const MIN_DELIVERY_REPORT_INTERVAL: Duration = Duration::from_secs(1);
+pub const MAX_DELIVERY_REPORT_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+
+fn check_delivery_report_interval(interval: &str) -> Result<(), SpecError> {
+    let parsed = parse_duration(interval).ok_or_else(|| {
+        problem(format!(
+            "deliveryReportInterval {interval:?} is not a duration such as 15m, 1h30m or 90s"
+        ))
+    })?;
+    if !(MIN_DELIVERY_REPORT_INTERVAL..=MAX_DELIVERY_REPORT_INTERVAL).contains(&parsed) {
+        return Err(problem(format!(
+            "deliveryReportInterval {interval:?} must be at least 1s and at most 24h"
+        )));
     }
     Ok(())
 }
@@ -122,6 +195,7 @@ pub fn validate_collector_spec(spec: &RegionalCollectorSpec) -> Result<(), SpecE
         "redaction.blockedKeyPatterns",
         &spec.redaction.blocked_key_patterns,
     )?;
+    check_delivery_report_interval(&spec.delivery_report_interval)?;
     Ok(())
 }
 
@@ -185,6 +259,76 @@ mod tests {
         let mut spec = tenant();
         spec.regions.clear();
         assert!(validate_tenant_spec(&spec).is_err());
+    }
+
+    #[test]
+    fn durations_read_as_go_reads_them() {
+        let secs = Duration::from_secs;
+        for (text, expected) in [
+            ("15m", secs(900)),
+            ("1h30m", secs(5400)),
+            ("1.5h", secs(5400)),
+            ("90s", secs(90)),
+            ("1s500ms", Duration::from_millis(1500)),
+            ("24h", secs(86_400)),
+            ("0s", secs(0)),
+            ("2us", Duration::from_micros(2)),
+            ("7ns", Duration::from_nanos(7)),
+        ] {
+            assert_eq!(parse_duration(text), Some(expected), "{text}");
+        }
+        for bad in [
+            "",
+            "15",
+            "m",
+            "15 m",
+            " 15m",
+            "15M",
+            "-1s",
+            "+1s",
+            "1.s",
+            ".5h",
+            "1d",
+            "1h-",
+            "15m ",
+            "1e3s",
+            "99999999999999999999h",
+        ] {
+            assert_eq!(parse_duration(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_delivery_report_interval_is_a_duration_from_1s_to_24h() {
+        let collector = |interval: &str| -> RegionalCollectorSpec {
+            serde_json::from_value(serde_json::json!({
+                "region": "westeurope", "deliveryReportInterval": interval
+            }))
+            .unwrap()
+        };
+        let default: RegionalCollectorSpec =
+            serde_json::from_value(serde_json::json!({ "region": "westeurope" })).unwrap();
+        assert_eq!(default.delivery_report_interval, "15m");
+        assert_eq!(validate_collector_spec(&default), Ok(()));
+        for ok in ["1s", "15m", "1h30m", "24h", "23h59m60s"] {
+            assert_eq!(validate_collector_spec(&collector(ok)), Ok(()), "{ok}");
+        }
+        for (bad, says) in [
+            ("999ms", "must be at least 1s and at most 24h"),
+            ("0s", "must be at least 1s and at most 24h"),
+            ("24h1ns", "must be at least 1s and at most 24h"),
+            ("2d", "is not a duration"),
+            ("fifteen minutes", "is not a duration"),
+        ] {
+            let message = validate_collector_spec(&collector(bad))
+                .unwrap_err()
+                .message;
+            assert!(
+                message.starts_with(&format!("deliveryReportInterval {bad:?} ")),
+                "{message}"
+            );
+            assert!(message.contains(says), "{message}");
+        }
     }
 
     #[test]

@@ -302,15 +302,24 @@ async fn twenty_tenants_get_their_own_telemetry_redacted_and_nothing_else() {
         assert!(!blobs.contains(never.as_str()), "{never} reached the blobs");
     }
     assert!(h.delivered(21).is_empty() && h.delivered(22).is_empty());
-    // ... and the drops are visible in the collector's own metrics.
-    for signal in ["spans", "logs", "datapoints"] {
-        collector
-            .wait_metric_at_least(
-                &format!("otelcol_processor_filter_{signal}_filtered"),
-                &[r#"filter="filter/excluded_tenants""#],
-                2.0,
-            )
-            .await;
+    // ... and the drops are visible in the collector's own metrics, per tenant, signal and
+    // reason: each excluded tenant's items enter its own drop filter.
+    for processor in [
+        "filter/suspended_paused",
+        "filter/region_not_allowed_usonly",
+    ] {
+        for signal in ["traces", "logs", "metrics"] {
+            collector
+                .wait_metric_at_least(
+                    "otelcol_processor_incoming_items",
+                    &[
+                        &format!(r#"processor="{processor}""#),
+                        &format!(r#"otel_signal="{signal}""#),
+                    ],
+                    1.0,
+                )
+                .await;
+        }
     }
 
     // Redaction: no PII anywhere; the places it was in did arrive (canaries); tenant.id

@@ -118,6 +118,14 @@ fn no_tenants_yet() {
     golden("no-tenants");
 }
 
+/// A suspended and a region-excluded tenant (each dropped through its own filter into nop,
+/// even with a platform sink taking unknown tenants and the regional copy on), next to a tenant
+/// that asked for a delivery report and one that did not.
+#[test]
+fn exclusions_and_delivery_report() {
+    golden("exclusions-and-delivery-report");
+}
+
 #[test]
 fn tenant_order_does_not_change_the_output() {
     let mut sources = load("many-tenants");

@@ -119,6 +119,25 @@ pub struct RegionalCollectorSpec {
     #[serde(default)]
     #[x_kube(validation = Rule::new("self == oldSelf").message("queueVolume is immutable: it is the collector StatefulSet's volume claim template"))]
     pub queue_volume: QueueVolume,
+
+    /// How often a tenant's exporter sends the tenant its delivery report, for the tenants that
+    /// ask for one (`TelemetryTenant.spec.deliveryReport.enabled`): a duration such as `15m`,
+    /// `1h` or `90s` (units h, m, s, ms, us, ns), at least 1s and at most 24h. Each report holds
+    /// the counts of the interval that ended.
+    #[serde(default = "default_delivery_report_interval")]
+    #[schemars(
+        length(min = 2, max = 64),
+        regex(pattern = "^([0-9]+(\\.[0-9]+)?(h|m|s|ms|us|ns))+$")
+    )]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('1s') && duration(self) <= duration('24h')").message("deliveryReportInterval must be at least 1s and at most 24h"))]
+    pub delivery_report_interval: String,
+}
+
+/// The Azure SDKs' default statistics interval.
+pub const DEFAULT_DELIVERY_REPORT_INTERVAL: &str = "15m";
+
+fn default_delivery_report_interval() -> String {
+    DEFAULT_DELIVERY_REPORT_INTERVAL.to_owned()
 }
 
 /// Each shard's HorizontalPodAutoscaler.

@@ -5,6 +5,7 @@
 
 pub mod collector;
 pub mod common;
+pub mod delivery;
 pub mod reasons;
 pub mod tenant;
 

@@ -73,6 +73,16 @@ pub struct TelemetryTenantSpec {
     /// Which signals are delivered (all by default).
     #[serde(default)]
     pub signals: Signals,
+
+    /// A delivery report in the tenant's own Application Insights (off by default): every
+    /// interval (its collectors' `deliveryReportInterval`, 15m by default) each collector
+    /// delivering for the tenant sends the tenant's App Insights `Item_Success_Count`,
+    /// `Item_Dropped_Count` and `Item_Retry_Count` (MetricData, per telemetry type, with drop
+    /// and retry codes and reasons) for the tenant's own items it delivered, dropped and
+    /// retried in that interval, and nothing of any other tenant: what the Azure SDKs send as
+    /// "SDK stats" (`customMetrics`, the SDK stats workbook).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery_report: Option<DeliveryReport>,
 }
 
 fn regions_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
@@ -257,6 +267,18 @@ impl Default for Signals {
     }
 }
 
+/// The tenant's delivery report (see `TelemetryTenantSpec::delivery_report`). Rendered as the
+/// `delivery_report` section of the tenant's `telemux_appinsights` exporter only, never of the
+/// platform's, so a report holds only the tenant's own figures.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliveryReport {
+    /// Send the report (false by default). A suspended or region-excluded tenant gets none
+    /// from the collectors that drop its telemetry.
+    #[serde(default)]
+    pub enabled: bool,
+}
+
 /// What telemux observed and did for the tenant.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -285,6 +307,11 @@ pub struct TelemetryTenantStatus {
     /// and `endpoint.<region>.http`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub endpoints: Vec<TenantEndpoint>,
+    /// What the collectors did with the tenant's telemetry: accepted, delivered, dropped by
+    /// reason, retried; since creation and over the last 15 minutes. Written by the operator's
+    /// collection of the collectors' counters (its own field manager), not by the reconcile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<crate::api::delivery::DeliveryStatus>,
 }
 
 /// The tenant's shard of one collector, and its addresses.

@@ -13,7 +13,7 @@ pub use plan::{
     CollectorPlan, CollectorSources, TenantSource, Vetoes, plan_collector,
     plan_collector_with_vetoes,
 };
-pub use render::{RenderedConfig, render_collector_config};
+pub use render::{RenderedConfig, component_ids, render_collector_config};
 
 // The collector pod's layout lives in `crate::layout`; `render` imports these from here.
 pub use crate::layout::{

@@ -113,6 +113,9 @@ pub struct RoutedTenant {
     pub blocked_key_patterns: Vec<String>,
     /// Set when below 100%.
     pub sampling_percentage: Option<f64>,
+    /// The collector's `deliveryReportInterval`, when the tenant asked for a delivery report
+    /// (`spec.deliveryReport.enabled`); `None` otherwise.
+    pub delivery_report_interval: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -335,6 +338,12 @@ pub fn plan_collector_with_vetoes(
                 .as_ref()
                 .map(|s| s.percentage)
                 .filter(|p| *p < 100.0),
+            delivery_report_interval: tenant
+                .spec
+                .delivery_report
+                .as_ref()
+                .is_some_and(|report| report.enabled)
+                .then(|| spec.delivery_report_interval.clone()),
         });
     }
     routed.sort_by(|a, b| a.tenant_id.cmp(&b.tenant_id));
@@ -409,6 +418,92 @@ mod tests {
         .unwrap();
         assert_eq!(plan.memory_limit_bytes, 512 * 1024 * 1024);
         assert_eq!(plan.queue_volume_bytes, 2 * 1024 * 1024 * 1024);
+    }
+
+    fn tenant(id: &str, hash_suffix: char, extra: serde_json::Value) -> serde_json::Value {
+        let mut spec = serde_json::json!({
+            "tenantId": id, "regions": ["westeurope"],
+            "applicationInsights": { "existing": { "connectionStringSecretRef": { "name": "s", "key": "k" } } }
+        });
+        for (key, value) in extra.as_object().unwrap() {
+            spec[key] = value.clone();
+        }
+        serde_json::json!({
+            "name": id, "spec": spec,
+            "passwordHash": format!("$2y$04$N9qo8uLOickgx2ZMRZoMyeIjZAgcfl7p92ldGxad68LJZdL17lhW{hash_suffix}"),
+            "connectionString": "InstrumentationKey=00000000-0000-0000-0000-000000000001"
+        })
+    }
+
+    #[test]
+    fn only_tenants_that_ask_for_a_delivery_report_get_the_collectors_interval() {
+        let sources: CollectorSources = serde_json::from_value(serde_json::json!({
+            "spec": { "region": "westeurope", "deliveryReportInterval": "1h30m" },
+            "tenants": [
+                tenant("acme", 'b', serde_json::json!({ "deliveryReport": { "enabled": true } })),
+                tenant("globex", 'c', serde_json::json!({ "deliveryReport": { "enabled": false } })),
+                tenant("initech", 'd', serde_json::json!({ "deliveryReport": {} })),
+                tenant("umbrella", 'e', serde_json::json!({})),
+                tenant("paused", 'f', serde_json::json!({ "suspend": true, "deliveryReport": { "enabled": true } })),
+            ]
+        }))
+        .unwrap();
+        let plan = plan_collector(&sources).unwrap();
+        let reports: Vec<(&str, Option<&str>)> = plan
+            .routed
+            .iter()
+            .map(|t| (t.tenant_id.as_str(), t.delivery_report_interval.as_deref()))
+            .collect();
+        assert_eq!(
+            reports,
+            [
+                ("acme", Some("1h30m")),
+                ("globex", None),
+                ("initech", None),
+                ("umbrella", None)
+            ]
+        );
+        assert_eq!(
+            plan.excluded,
+            [TenantExclusion {
+                tenant_id: "paused".into(),
+                reason: reasons::SUSPENDED.name.into()
+            }]
+        );
+        // Without the field, the collector's default.
+        let mut defaulted = sources.clone();
+        defaulted.spec.delivery_report_interval =
+            serde_json::from_value::<RegionalCollectorSpec>(serde_json::json!({ "region": "x" }))
+                .unwrap()
+                .delivery_report_interval;
+        let plan = plan_collector(&defaulted).unwrap();
+        assert_eq!(
+            plan.routed[0].delivery_report_interval.as_deref(),
+            Some("15m")
+        );
+    }
+
+    #[test]
+    fn a_delivery_report_interval_out_of_bounds_refuses_the_collector_and_says_why() {
+        for (interval, says) in [
+            ("500ms", "must be at least 1s and at most 24h"),
+            ("25h", "must be at least 1s and at most 24h"),
+            ("15 minutes", "is not a duration"),
+        ] {
+            let error = plan_collector(&sources(serde_json::json!({
+                "region": "westeurope", "deliveryReportInterval": interval
+            })))
+            .unwrap_err();
+            assert_eq!(error.reason, reasons::INVALID_SPEC);
+            assert!(
+                error
+                    .message
+                    .starts_with(&format!("deliveryReportInterval {interval:?}")),
+                "{}",
+                error.message
+            );
+            assert!(error.message.contains(says), "{}", error.message);
+        }
     }
 
     #[test]

@@ -2,18 +2,24 @@
 //!
 //! One span's way (see DESIGN.md): OTLP receiver authenticated per tenant → memory_limiter →
 //! `telemux.principal` from the authenticated user → `tenant.id` set from it (only the platform
-//! may keep its own) → excluded tenants dropped → baseline redaction → routing by `tenant.id` →
-//! one pipeline per tenant and signal (tier stamp, tenant redaction, sampling) → the tenant's
-//! `telemux_appinsights` exporter, whose persistent queue batches, retries and survives
-//! restarts (+ the regional Blob copy).
+//! may keep its own) → baseline redaction → routing by `tenant.id` → one pipeline per tenant and
+//! signal (tier stamp, tenant redaction, sampling) → the tenant's `telemux_appinsights`
+//! exporter, whose persistent queue batches, retries and survives restarts (+ the regional Blob
+//! copy). An excluded (suspended, or not allowed in the region) tenant's items are routed the
+//! same way to pipelines of their own, `<signal>/excluded_<id>`, whose one processor
+//! (`filter/suspended_<id>` or `filter/region_not_allowed_<id>`) drops them all into `nop`: that
+//! processor's `otelcol_processor_incoming_items` counts the tenant's drops, per signal and
+//! reason, and nothing of the tenant reaches any other exporter.
 //!
 //! No `batch` processor: it would acknowledge data before any queue holds it, so a full queue
 //! could not refuse the client and a restart would lose what it held. Batching happens in each
 //! exporter's sending queue, after the data is on the queue volume.
 //!
-//! Every component id comes from one constructor in [`ids`], used both where the component is
-//! defined and wherever it is named. What a pipeline runs is decided from the plan's fields, and
-//! the definitions come from the same decision, so a pipeline cannot name an undefined component.
+//! Every component id comes from one constructor in [`component_ids`], used both where the
+//! component is defined and wherever it is named; the same module reads the tenant back out of
+//! the ids the collector's own metrics carry. What a pipeline runs is decided from the plan's
+//! fields, and the definitions come from the same decision, so a pipeline cannot name an
+//! undefined component.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -34,6 +40,7 @@ use super::{
 };
 use crate::api::collector::{BlobContainers, TenantExclusion, UnknownTenantPolicy};
 use crate::api::tenant::Tier;
+use component_ids as ids;
 
 /// Rendered collector configuration and its SHA-256 (hex).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,9 +153,27 @@ impl fmt::Display for ComponentId {
     }
 }
 
-/// The only place component ids are spelled: one constructor per component.
-mod ids {
+/// The only place component ids are spelled: one constructor per component (for the renderer),
+/// and, next to them, the public readers that take the tenant back out of an id the collector's
+/// own metrics carry (`processor`, `exporter` labels), for the operator.
+pub mod component_ids {
     use super::{ComponentId, Signal};
+    use crate::api::reasons::{self, Reason};
+    use crate::validation::is_dns_label;
+
+    /// The kinds of the components the readers below read.
+    const TIER_STAMP: &str = "resource";
+    const EXCLUSION_FILTER: &str = "filter";
+    const APPINSIGHTS: &str = "telemux_appinsights";
+
+    /// Names of a routed tenant's components: `tenant_<id>`.
+    const TENANT: &str = "tenant_";
+    /// Names of an excluded tenant's pipelines: `excluded_<id>`.
+    const EXCLUDED: &str = "excluded_";
+
+    /// Why a tenant is excluded: the reasons a plan excludes with, and so the only ones an
+    /// exclusion filter's id is read back as.
+    const EXCLUSION_REASONS: [Reason; 2] = [reasons::SUSPENDED, reasons::REGION_NOT_ALLOWED];
 
     fn bare(kind: &str) -> ComponentId {
         ComponentId(kind.to_owned())
@@ -158,10 +183,64 @@ mod ids {
         ComponentId(format!("{kind}/{name}"))
     }
 
-    /// Tenant ids are DNS labels, so `tenant_<id>` is a valid name that no shared component's
-    /// name can equal.
+    /// Tenant ids are DNS labels (no `_`), so `tenant_<id>` is a valid name that no shared
+    /// component's name can equal, and that reads back as exactly one tenant.
     fn tenant(kind: &str, tenant_id: &str) -> ComponentId {
-        named(kind, &format!("tenant_{tenant_id}"))
+        named(kind, &format!("{TENANT}{tenant_id}"))
+    }
+
+    /// An exclusion reason as component names spell it: `Suspended` is `suspended`,
+    /// `RegionNotAllowed` is `region_not_allowed`.
+    fn reason_name(reason: &str) -> String {
+        let mut name = String::with_capacity(reason.len() + 4);
+        for (i, c) in reason.chars().enumerate() {
+            if c.is_ascii_uppercase() && i > 0 {
+                name.push('_');
+            }
+            name.push(c.to_ascii_lowercase());
+        }
+        name
+    }
+
+    /// The name of `id` if it is of component type `kind`: `kind/<name>`.
+    fn name_of<'a>(id: &'a str, kind: &str) -> Option<&'a str> {
+        id.strip_prefix(kind)?.strip_prefix('/')
+    }
+
+    /// The tenant of `kind/tenant_<id>`.
+    fn tenant_of<'a>(id: &'a str, kind: &str) -> Option<&'a str> {
+        let tenant_id = name_of(id, kind)?.strip_prefix(TENANT)?;
+        is_dns_label(tenant_id).then_some(tenant_id)
+    }
+
+    /// The tenant whose accepted items a processor id counts: `resource/tenant_<id>`, the tier
+    /// stamp each of a routed tenant's pipelines starts with, so that its
+    /// `otelcol_processor_incoming_items` (per `otel_signal`) is what the collector accepted
+    /// from (or, via the platform, for) the tenant to deliver. `None` for any other id.
+    pub fn tier_stamp_tenant(processor_id: &str) -> Option<&str> {
+        tenant_of(processor_id, TIER_STAMP)
+    }
+
+    /// The tenant an exporter id delivers for: `telemux_appinsights/tenant_<id>`. `None` for
+    /// any other id (the platform's exporter, the regional copy, nop).
+    pub fn exporter_tenant(exporter_id: &str) -> Option<&str> {
+        tenant_of(exporter_id, APPINSIGHTS)
+    }
+
+    /// The excluded tenant, and why, whose dropped items a processor id counts:
+    /// `filter/suspended_<id>` ([`reasons::SUSPENDED`]) or `filter/region_not_allowed_<id>`
+    /// ([`reasons::REGION_NOT_ALLOWED`]), the one processor of the tenant's pipelines, which
+    /// drops everything: its `otelcol_processor_incoming_items` (per `otel_signal`) is what
+    /// the collector accepted from (or, via the platform, for) the tenant and dropped for
+    /// that reason. `None` for any other id.
+    pub fn exclusion_filter_tenant(processor_id: &str) -> Option<(&str, Reason)> {
+        let name = name_of(processor_id, EXCLUSION_FILTER)?;
+        EXCLUSION_REASONS.into_iter().find_map(|reason| {
+            let tenant_id = name
+                .strip_prefix(reason_name(reason.name).as_str())?
+                .strip_prefix('_')?;
+            is_dns_label(tenant_id).then_some((tenant_id, reason))
+        })
     }
 
     pub(super) fn ingest_auth() -> ComponentId {
@@ -193,16 +272,21 @@ mod ids {
         named("transform", "tenant_id")
     }
 
-    pub(super) fn excluded_tenants() -> ComponentId {
-        named("filter", "excluded_tenants")
-    }
-
     pub(super) fn baseline_redaction() -> ComponentId {
         named("redaction", "baseline")
     }
 
     pub(super) fn tenant_tier(tenant_id: &str) -> ComponentId {
-        tenant("resource", tenant_id)
+        tenant(TIER_STAMP, tenant_id)
+    }
+
+    /// The filter that drops everything of an excluded tenant, named by the reason (a
+    /// [`TenantExclusion`](crate::api::collector::TenantExclusion)'s `reason`) and the tenant.
+    pub(super) fn exclusion_filter(reason: &str, tenant_id: &str) -> ComponentId {
+        named(
+            EXCLUSION_FILTER,
+            &format!("{}_{tenant_id}", reason_name(reason)),
+        )
     }
 
     pub(super) fn tenant_redaction(tenant_id: &str) -> ComponentId {
@@ -230,7 +314,7 @@ mod ids {
     }
 
     pub(super) fn tenant_exporter(tenant_id: &str) -> ComponentId {
-        tenant("telemux_appinsights", tenant_id)
+        tenant(APPINSIGHTS, tenant_id)
     }
 
     pub(super) fn ingest_pipeline(signal: Signal) -> ComponentId {
@@ -243,6 +327,11 @@ mod ids {
 
     pub(super) fn tenant_pipeline(signal: Signal, tenant_id: &str) -> ComponentId {
         tenant(signal.name(), tenant_id)
+    }
+
+    /// Like `tenant_<id>`, `excluded_<id>` is a name no shared component's name can equal.
+    pub(super) fn excluded_pipeline(signal: Signal, tenant_id: &str) -> ComponentId {
+        named(signal.name(), &format!("{EXCLUDED}{tenant_id}"))
     }
 }
 
@@ -328,8 +417,33 @@ impl Flow {
             pipeline_id: ids::tenant_pipeline(signal, &tenant.tenant_id),
             pipeline: tenant_pipeline(plan, tenant, signal),
         });
-        let routes = platform.into_iter().chain(tenants).collect();
+        // Every signal of an excluded tenant, whatever its `spec.signals` (which the plan does
+        // not carry for it): a signal without a row of its own would fall through to the
+        // platform's App Insights under `unknownTenant: Platform` (and uncounted otherwise),
+        // and all the tenant sends here is dropped for the same reason, so counted as such.
+        // The rows are disjoint (one tenant id each, or none for the platform's own), so an
+        // excluded row takes nothing from any other; they come last, after the rows that
+        // deliver, sorted by tenant id like those.
+        let excluded = plan.excluded.iter().map(|exclusion| Route {
+            condition: tenant_condition(&exclusion.tenant_id),
+            pipeline_id: ids::excluded_pipeline(signal, &exclusion.tenant_id),
+            pipeline: excluded_pipeline(exclusion, signal),
+        });
+        let routes = platform
+            .into_iter()
+            .chain(tenants)
+            .chain(excluded)
+            .collect();
         Flow { signal, routes }
+    }
+
+    /// Does any pipeline of this signal end in nop?
+    fn uses_nop(&self) -> bool {
+        self.ingest_exporter() == ids::nop()
+            || self
+                .routes
+                .iter()
+                .any(|r| r.pipeline.exporters.contains(&ids::nop()))
     }
 
     /// The signal's routing connector, unless there is nothing to route to.
@@ -354,6 +468,16 @@ fn tenant_pipeline(plan: &CollectorPlan, tenant: &RoutedTenant, signal: Signal) 
     Pipeline {
         exporters,
         processors: running_on(tenant_processors(tenant), signal),
+        receivers: vec![ids::routing(signal)],
+    }
+}
+
+/// One excluded tenant's pipeline of one signal: from the signal's router, through the filter
+/// that drops all of it (counted per tenant and reason), to nop and nothing else.
+fn excluded_pipeline(exclusion: &TenantExclusion, signal: Signal) -> Pipeline {
+    Pipeline {
+        exporters: vec![ids::nop()],
+        processors: running_on(excluded_processors(exclusion), signal),
         receivers: vec![ids::routing(signal)],
     }
 }
@@ -386,22 +510,21 @@ fn running_on(processors: Vec<Processor>, signal: Signal) -> Vec<ComponentId> {
 
 /// The ingest stage every signal shares, in the order it runs.
 fn ingest_processors(plan: &CollectorPlan) -> Vec<Processor> {
-    let mut processors = vec![
+    let baseline = &plan.baseline;
+    let redaction = redaction(&baseline.blocked_values, &baseline.blocked_key_patterns);
+    vec![
         Processor::on_every_signal(ids::memory_limiter(), memory_limiter()),
         Processor::on_every_signal(ids::principal(), principal()),
         Processor::on_every_signal(ids::tenant_id_stamp(), tenant_id_stamp()),
-    ];
-    if !plan.excluded.is_empty() {
-        let filter = excluded_tenants_filter(&plan.excluded);
-        processors.push(Processor::on_every_signal(ids::excluded_tenants(), filter));
-    }
-    let baseline = &plan.baseline;
-    let redaction = redaction(&baseline.blocked_values, &baseline.blocked_key_patterns);
-    processors.push(Processor::on_every_signal(
-        ids::baseline_redaction(),
-        redaction,
-    ));
-    processors
+        Processor::on_every_signal(ids::baseline_redaction(), redaction),
+    ]
+}
+
+/// An excluded tenant's one processor: the filter named by why it is excluded, which drops
+/// everything its pipelines carry.
+fn excluded_processors(exclusion: &TenantExclusion) -> Vec<Processor> {
+    let id = ids::exclusion_filter(&exclusion.reason, &exclusion.tenant_id);
+    vec![Processor::on_every_signal(id, drop_everything())]
 }
 
 /// A tenant's own processors, in the order its pipelines run them: the tier stamp; its
@@ -465,14 +588,16 @@ fn receivers(plan: &CollectorPlan) -> Components {
     Components::from([(ids::otlp(), otlp)])
 }
 
-/// The ingest stage's processors and every routed tenant's, defined even where a tenant's
-/// enabled signals leave one unused (a metrics-only tenant's sampler): the collector ignores
-/// components no pipeline names.
+/// The ingest stage's processors, every routed tenant's and every excluded tenant's filter,
+/// defined even where a tenant's enabled signals leave one unused (a metrics-only tenant's
+/// sampler): the collector ignores components no pipeline names.
 fn processors(plan: &CollectorPlan) -> Components {
     let tenants = plan.routed.iter().flat_map(tenant_processors);
+    let excluded = plan.excluded.iter().flat_map(excluded_processors);
     ingest_processors(plan)
         .into_iter()
         .chain(tenants)
+        .chain(excluded)
         .map(|p| (p.id, p.config))
         .collect()
 }
@@ -486,7 +611,7 @@ fn connectors(plan: &CollectorPlan, flows: &[Flow]) -> Components {
 }
 
 /// The tenants' and the platform's App Insights exporters, the regional copy, and nop if some
-/// signal has nowhere to go.
+/// signal has nowhere to go or some tenant is excluded.
 fn exporters(plan: &CollectorPlan, secrets_dir: &str, flows: &[Flow]) -> Components {
     let budget = plan_queue_budget(plan);
     let mut exporters = Components::new();
@@ -496,16 +621,18 @@ fn exporters(plan: &CollectorPlan, secrets_dir: &str, flows: &[Flow]) -> Compone
     }
     if platform_sink(plan) {
         let connection_string = secret_file(secrets_dir, PLATFORM_CONNECTION_STRING_FILE);
-        let platform = appinsights_exporter(connection_string, Tier::Premium, &budget);
+        // Never a delivery report: the platform's figures are the platform operator's own.
+        let platform = appinsights_exporter(connection_string, Tier::Premium, &budget, None);
         exporters.insert(ids::platform_exporter(), platform);
     }
     for tenant in &plan.routed {
         let id = &tenant.tenant_id;
         let connection_string = secret_file(secrets_dir, &tenant_connection_string_file(id));
-        let exporter = appinsights_exporter(connection_string, tenant.tier, &budget);
+        let report = tenant.delivery_report_interval.as_deref();
+        let exporter = appinsights_exporter(connection_string, tenant.tier, &budget, report);
         exporters.insert(ids::tenant_exporter(id), exporter);
     }
-    if flows.iter().any(|flow| flow.router().is_none()) {
+    if flows.iter().any(Flow::uses_nop) {
         exporters.insert(ids::nop(), json!({}));
     }
     exporters
@@ -567,13 +694,10 @@ fn tenant_id_stamp() -> Value {
     })
 }
 
-/// Whole resources go: everything of an excluded tenant shares its resource.
-fn excluded_tenants_filter(excluded: &[TenantExclusion]) -> Value {
-    let conditions: Vec<String> = excluded
-        .iter()
-        .map(|e| tenant_condition(&e.tenant_id))
-        .collect();
-    let by_resource = json!([{ "context": "resource", "conditions": conditions }]);
+/// Drops every item, by whole resources: the filter of an excluded tenant's pipelines, which
+/// carry only that tenant's items.
+fn drop_everything() -> Value {
+    let by_resource = json!([{ "context": "resource", "conditions": ["true"] }]);
     json!({
         "error_mode": "ignore",
         "trace_conditions": by_resource,
@@ -660,9 +784,15 @@ fn blob_exporter(containers: &BlobContainers, secrets_dir: &str, budget: &QueueB
 /// A tenant's (or the platform's) App Insights exporter: a persistent queue bounded in bytes by
 /// the tier, refusing (not dropping) when full; retried until App Insights answers, with
 /// `max_age` (the exporter's default, below Breeze's 48 h) as the only expiry, so that every
-/// drop is counted with its reason.
-fn appinsights_exporter(connection_string: String, tier: Tier, budget: &QueueBudget) -> Value {
-    json!({
+/// drop is counted with its reason. With `delivery_report_interval`, the exporter also sends
+/// its own counts (the tenant's only) to its own App Insights every interval.
+fn appinsights_exporter(
+    connection_string: String,
+    tier: Tier,
+    budget: &QueueBudget,
+    delivery_report_interval: Option<&str>,
+) -> Value {
+    let mut exporter = json!({
         "connection_string": connection_string,
         "retry_on_failure": {
             "enabled": true,
@@ -684,7 +814,12 @@ fn appinsights_exporter(connection_string: String, tier: Tier, budget: &QueueBud
                 "max_size": budget.batch_bytes,
             },
         },
-    })
+    });
+    if let Some(interval) = delivery_report_interval {
+        // A validated Go duration (`deliveryReportInterval`): nothing in it to escape.
+        exporter["delivery_report"] = json!({ "interval": interval });
+    }
+    exporter
 }
 
 /// A file of the collector's Secret, read by the collector when it loads the config, so the
@@ -716,6 +851,14 @@ mod tests {
             blocked_values: Vec::new(),
             blocked_key_patterns: Vec::new(),
             sampling_percentage: None,
+            delivery_report_interval: None,
+        }
+    }
+
+    fn exclusion(id: &str, reason: crate::api::reasons::Reason) -> TenantExclusion {
+        TenantExclusion {
+            tenant_id: id.to_owned(),
+            reason: reason.name.to_owned(),
         }
     }
 
@@ -970,6 +1113,272 @@ mod tests {
                 let exporters = &flow.routes[0].pipeline.exporters;
                 assert!(exporters.contains(&ids::tenant_exporter("acme")));
             }
+        }
+    }
+    #[test]
+    fn each_excluded_tenant_drops_into_nop_through_its_own_filter_named_by_reason() {
+        use crate::api::reasons::{REGION_NOT_ALLOWED, SUSPENDED};
+        let mut plan = plan(vec![tenant("acme")]);
+        plan.excluded = vec![
+            exclusion("paused", SUSPENDED),
+            exclusion("us-only", REGION_NOT_ALLOWED),
+        ];
+        let config = rendered(&plan);
+        assert!(
+            config["processors"]
+                .get("filter/excluded_tenants")
+                .is_none()
+        );
+        for (id, filter) in [
+            ("paused", "filter/suspended_paused"),
+            ("us-only", "filter/region_not_allowed_us-only"),
+        ] {
+            let drop_all = json!([{ "context": "resource", "conditions": ["true"] }]);
+            let defined = &config["processors"][filter];
+            assert_eq!(defined["error_mode"], "ignore");
+            for conditions in ["trace_conditions", "log_conditions", "metric_conditions"] {
+                assert_eq!(defined[conditions], drop_all, "{filter} {conditions}");
+            }
+            for signal in ["traces", "logs", "metrics"] {
+                let pipeline = format!("{signal}/excluded_{id}");
+                assert_eq!(members(&config, &pipeline, "processors").unwrap(), [filter]);
+                assert_eq!(members(&config, &pipeline, "exporters").unwrap(), ["nop"]);
+                assert_eq!(
+                    members(&config, &pipeline, "receivers").unwrap(),
+                    [format!("routing/{signal}")]
+                );
+                let ingest = members(&config, &format!("{signal}/ingest"), "processors");
+                assert_eq!(
+                    ingest.unwrap(),
+                    [
+                        "memory_limiter",
+                        "resource/principal",
+                        "transform/tenant_id",
+                        "redaction/baseline"
+                    ]
+                );
+            }
+        }
+        assert_eq!(config["exporters"]["nop"], json!({}));
+    }
+
+    #[test]
+    fn excluded_rows_follow_the_delivering_rows_sorted_and_disjoint_from_them() {
+        use crate::api::reasons::{REGION_NOT_ALLOWED, SUSPENDED};
+        let mut plan = plan(vec![tenant("acme"), tenant("zeta")]);
+        plan.platform = Some(PlatformPlan { has_sink: true });
+        plan.excluded = vec![
+            exclusion("beta", REGION_NOT_ALLOWED),
+            exclusion("paused", SUSPENDED),
+        ];
+        let config = rendered(&plan);
+        let table = config["connectors"]["routing/logs"]["table"]
+            .as_array()
+            .unwrap();
+        let rows: Vec<(&str, &str)> = table
+            .iter()
+            .map(|row| {
+                (
+                    row["condition"].as_str().unwrap(),
+                    row["pipelines"][0].as_str().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                (
+                    r#"resource.attributes["tenant.id"] == nil"#,
+                    "logs/platform"
+                ),
+                (
+                    r#"resource.attributes["tenant.id"] == "acme""#,
+                    "logs/tenant_acme"
+                ),
+                (
+                    r#"resource.attributes["tenant.id"] == "zeta""#,
+                    "logs/tenant_zeta"
+                ),
+                (
+                    r#"resource.attributes["tenant.id"] == "beta""#,
+                    "logs/excluded_beta"
+                ),
+                (
+                    r#"resource.attributes["tenant.id"] == "paused""#,
+                    "logs/excluded_paused"
+                ),
+            ]
+        );
+        let mut conditions: Vec<&str> = rows.iter().map(|(c, _)| *c).collect();
+        conditions.sort_unstable();
+        conditions.dedup();
+        assert_eq!(conditions.len(), rows.len(), "two rows match alike");
+    }
+
+    /// Where a routing connector sends an item of `tenant_id`: the pipelines of the rows that
+    /// match it (conditions are `tenant.id` equalities), else its default pipelines.
+    fn destinations(config: &Value, signal: &str, tenant_id: &str) -> Vec<String> {
+        let Some(routing) = config["connectors"].get(format!("routing/{signal}")) else {
+            return Vec::new();
+        };
+        let condition = tenant_condition(tenant_id);
+        let matched: Vec<String> = routing["table"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|row| row["condition"] == condition.as_str())
+            .flat_map(|row| row["pipelines"].as_array().unwrap().clone())
+            .map(|p| p.as_str().unwrap().to_owned())
+            .collect();
+        if !matched.is_empty() {
+            return matched;
+        }
+        routing["default_pipelines"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| p.as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    /// With everything a tenant's items could leak to (a platform sink taking unknown tenants,
+    /// the regional copy, routed tenants, a signal no routed tenant enables), an excluded
+    /// tenant's items of every signal reach nop and no other exporter.
+    #[test]
+    fn nothing_of_an_excluded_tenant_reaches_an_exporter_but_nop() {
+        use crate::api::reasons::{REGION_NOT_ALLOWED, SUSPENDED};
+        let acme = RoutedTenant {
+            signals: Signals {
+                traces: true,
+                logs: false,
+                metrics: false,
+            },
+            ..tenant("acme")
+        };
+        for platform in [None, Some(PlatformPlan { has_sink: true })] {
+            let mut plan = plan(vec![acme.clone()]);
+            plan.platform = platform;
+            plan.unknown_tenant = if plan.platform.is_some() {
+                UnknownTenantPolicy::Platform
+            } else {
+                UnknownTenantPolicy::Drop
+            };
+            plan.blob_containers = Some(containers());
+            plan.excluded = vec![
+                exclusion("paused", SUSPENDED),
+                exclusion("us-only", REGION_NOT_ALLOWED),
+            ];
+            let config = rendered(&plan);
+            for excluded in ["paused", "us-only"] {
+                for signal in ["traces", "logs", "metrics"] {
+                    let pipelines = destinations(&config, signal, excluded);
+                    assert_eq!(pipelines, [format!("{signal}/excluded_{excluded}")]);
+                    for pipeline in &pipelines {
+                        let exporters = members(&config, pipeline, "exporters").unwrap();
+                        assert_eq!(exporters, ["nop"], "{pipeline}");
+                    }
+                }
+            }
+            // The ingest stage no longer drops them: it hands every item to the router.
+            for signal in ["traces", "logs", "metrics"] {
+                let ingest = members(&config, &format!("{signal}/ingest"), "exporters");
+                assert_eq!(ingest.unwrap(), [format!("routing/{signal}")]);
+            }
+        }
+    }
+
+    #[test]
+    fn a_delivery_report_only_in_the_exporters_of_tenants_that_asked_for_one() {
+        let acme = RoutedTenant {
+            delivery_report_interval: Some("15m".to_owned()),
+            ..tenant("acme")
+        };
+        let mut plan = plan(vec![acme, tenant("globex")]);
+        plan.platform = Some(PlatformPlan { has_sink: true });
+        plan.blob_containers = Some(containers());
+        let config = rendered(&plan);
+        let exporters = config["exporters"].as_object().unwrap();
+        assert_eq!(
+            exporters["telemux_appinsights/tenant_acme"]["delivery_report"],
+            json!({ "interval": "15m" })
+        );
+        let with_report: Vec<&String> = exporters
+            .iter()
+            .filter(|(_, e)| e.get("delivery_report").is_some())
+            .map(|(id, _)| id)
+            .collect();
+        assert_eq!(with_report, ["telemux_appinsights/tenant_acme"]);
+    }
+
+    #[test]
+    fn component_ids_read_back_as_the_tenant_they_were_made_for() {
+        use crate::api::reasons::{REGION_NOT_ALLOWED, SUSPENDED};
+        use component_ids::{exclusion_filter_tenant, exporter_tenant, tier_stamp_tenant};
+        let longest = "x".repeat(63);
+        for id in [
+            "a",
+            "acme",
+            "us-only",
+            "0x1",
+            "tenant",
+            "suspended",
+            &longest,
+        ] {
+            let stamp = ids::tenant_tier(id).to_string();
+            assert_eq!(tier_stamp_tenant(&stamp), Some(id), "{stamp}");
+            let exporter = ids::tenant_exporter(id).to_string();
+            assert_eq!(exporter_tenant(&exporter), Some(id), "{exporter}");
+            for reason in [SUSPENDED, REGION_NOT_ALLOWED] {
+                let filter = ids::exclusion_filter(reason.name, id).to_string();
+                assert_eq!(
+                    exclusion_filter_tenant(&filter),
+                    Some((id, reason)),
+                    "{filter}"
+                );
+            }
+        }
+        assert_eq!(
+            ids::exclusion_filter(SUSPENDED.name, "acme").to_string(),
+            "filter/suspended_acme"
+        );
+        assert_eq!(
+            ids::exclusion_filter(REGION_NOT_ALLOWED.name, "acme").to_string(),
+            "filter/region_not_allowed_acme"
+        );
+        assert_eq!(
+            ids::excluded_pipeline(Signal::Metrics, "acme").to_string(),
+            "metrics/excluded_acme"
+        );
+        // Every other component of a rendered config reads as no tenant.
+        for other in [
+            "resource/principal",
+            "transform/tenant_id",
+            "redaction/tenant_acme",
+            "probabilistic_sampler/tenant_acme",
+            "resource/tenant_",
+            "resource/tenant_Acme",
+            "resource/tenant_acme/x",
+            "resourcex/tenant_acme",
+            "resource",
+            "telemux_appinsights/platform",
+            "azure_blob/regional",
+            "nop",
+        ] {
+            assert_eq!(tier_stamp_tenant(other), None, "{other}");
+            assert_eq!(exporter_tenant(other), None, "{other}");
+            assert_eq!(exclusion_filter_tenant(other), None, "{other}");
+        }
+        for other in [
+            "filter/excluded_tenants",
+            "filter/suspended_",
+            "filter/suspended",
+            "filter/suspendedacme",
+            "filter/ready_acme",
+            "filter/region_not_allowed_Bad",
+            "filter/tenant_acme",
+            "transform/suspended_acme",
+        ] {
+            assert_eq!(exclusion_filter_tenant(other), None, "{other}");
         }
     }
 }
