@@ -6,6 +6,7 @@ pub mod azure;
 pub mod connection_string;
 pub mod controller;
 pub mod credentials;
+pub mod delivery;
 pub mod layout;
 pub mod leader;
 pub mod metrics;

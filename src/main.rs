@@ -73,7 +73,25 @@ struct RunArgs {
     )]
     collector_image: String,
     #[command(flatten)]
+    delivery: DeliveryArgs,
+    #[command(flatten)]
     azure: AzureArgs,
+}
+
+/// How the leader collects the tenants' delivery figures from the collector pods.
+#[derive(clap::Args)]
+struct DeliveryArgs {
+    /// Seconds between two reads of every collector pod's counters (`status.delivery`).
+    #[arg(long, env = "TELEMUX_DELIVERY_INTERVAL", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    delivery_interval: u64,
+    /// Seconds a tenant's items may go undelivered before its `Delivering` condition turns
+    /// False.
+    #[arg(long, env = "TELEMUX_DELIVERY_GRACE", default_value_t = 300)]
+    delivery_grace: u64,
+    /// Also count items per tenant in `telemux_tenant_items_total` (a series per tenant,
+    /// signal, outcome and code: about 10 per active tenant).
+    #[arg(long, env = "TELEMUX_TENANT_DELIVERY_METRICS")]
+    tenant_delivery_metrics: bool,
 }
 
 /// Several replicas elect one leader on a Lease; only the leader reconciles.
@@ -291,6 +309,12 @@ async fn run_operator(args: RunArgs) -> std::process::ExitCode {
         collector_binary: args.collector_binary,
         collector_image: args.collector_image,
         azure,
+        delivery: telemux::delivery::collect::DeliverySettings {
+            interval: Duration::from_secs(args.delivery.delivery_interval),
+            grace: Duration::from_secs(args.delivery.delivery_grace),
+            per_tenant_metrics: args.delivery.tenant_delivery_metrics,
+            ..Default::default()
+        },
         ..Settings::default()
     };
     let election = &args.leader_election;

@@ -12,6 +12,9 @@
 //! | `telemux_azure_requests_total` | `operation` (`get`, `put`, `delete`), `outcome` |
 //! | `telemux_azure_request_duration_seconds` | `operation` |
 //! | `telemux_leader` | — |
+//! | `telemux_delivery_items_total` | `signal`, `outcome` (`accepted`, `delivered`, `dropped`, `retried`), `code` (drops and retries) |
+//! | `telemux_tenant_items_total` | `tenant` (its `tenantId`), `signal`, `outcome`, `code`: only with `--tenant-delivery-metrics` |
+//! | `telemux_delivery_reads_total` | `outcome` (`ok`, `error`): reads of collector pods' counters |
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -51,6 +54,26 @@ pub struct OperationLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ItemLabels {
+    pub signal: String,
+    pub outcome: &'static str,
+    pub code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TenantItemLabels {
+    pub tenant: String,
+    pub signal: String,
+    pub outcome: &'static str,
+    pub code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReadyLabels {
     ready: &'static str,
 }
@@ -63,6 +86,11 @@ pub struct Metrics {
     pub azure_duration: Family<OperationLabels, Histogram>,
     /// 1 while this instance holds the leader Lease (always 1 without leader election).
     pub leader: Gauge,
+    /// Items of all tenants, by what happened to them (from the collectors' counters).
+    pub delivery_items: Family<ItemLabels, Counter>,
+    /// The same per tenant, when enabled.
+    pub tenant_items: Family<TenantItemLabels, Counter>,
+    pub delivery_reads: Family<OutcomeLabels, Counter>,
     /// The controllers' caches, once they exist: tenants and collectors by Ready state are
     /// counted from them at scrape time, so the figures never drift from the cluster.
     stores: Arc<OnceLock<(Store<TelemetryTenant>, Store<RegionalCollector>)>>,
@@ -81,6 +109,9 @@ impl Default for Metrics {
             azure_requests: Family::default(),
             azure_duration: Family::new_with_constructor(seconds_buckets),
             leader: Gauge::default(),
+            delivery_items: Family::default(),
+            tenant_items: Family::default(),
+            delivery_reads: Family::default(),
             stores: Arc::default(),
         }
     }
@@ -118,6 +149,21 @@ impl Metrics {
             "1 while this instance holds the leader Lease and runs the controllers",
             self.leader.clone(),
         );
+        registry.register(
+            "telemux_delivery_items",
+            "Items of all tenants by outcome, as the collectors counted them",
+            self.delivery_items.clone(),
+        );
+        registry.register(
+            "telemux_tenant_items",
+            "Items per tenant by outcome, as the collectors counted them (--tenant-delivery-metrics)",
+            self.tenant_items.clone(),
+        );
+        registry.register(
+            "telemux_delivery_reads",
+            "Reads of collector pods' counters, by outcome",
+            self.delivery_reads.clone(),
+        );
         registry.register_collector(Box::new(ReadyStates {
             stores: self.stores.clone(),
         }));
@@ -130,6 +176,38 @@ impl Metrics {
         collectors: Store<RegionalCollector>,
     ) {
         let _ = self.stores.set((tenants, collectors));
+    }
+
+    pub fn delivery_items(&self, signal: &str, outcome: &'static str, code: &str, items: u64) {
+        let labels = ItemLabels {
+            signal: signal.to_owned(),
+            outcome,
+            code: code.to_owned(),
+        };
+        self.delivery_items.get_or_create(&labels).inc_by(items);
+    }
+
+    pub fn tenant_items(
+        &self,
+        tenant: &str,
+        signal: &str,
+        outcome: &'static str,
+        code: &str,
+        items: u64,
+    ) {
+        let labels = TenantItemLabels {
+            tenant: tenant.to_owned(),
+            signal: signal.to_owned(),
+            outcome,
+            code: code.to_owned(),
+        };
+        self.tenant_items.get_or_create(&labels).inc_by(items);
+    }
+
+    pub fn delivery_read(&self, outcome: &'static str) {
+        self.delivery_reads
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
     }
 
     pub fn reconciled(&self, controller: &'static str, took: Duration) {

@@ -303,6 +303,14 @@ pub async fn run(
     let caches_synced = watches.report_synced(health.clone());
     let (children, writers) = child_stores();
     let collector = collector_controller(&client, &scope, &watches, writers);
+    // Only while leading, like the controllers: one writer of the figures.
+    let delivery = crate::delivery::collect::collect_delivery(
+        client.clone(),
+        scope.api(&client),
+        watches.tenants.store.clone(),
+        settings.delivery.clone(),
+        metrics.clone(),
+    );
     let ctx = Context::new(client.clone(), watches.stores(children), settings, metrics);
     let tenants = tenant_controller(&watches)
         .graceful_shutdown_on(shutdown.clone())
@@ -331,6 +339,7 @@ pub async fn run(
     tracing::info!("telemux controllers started");
     tokio::select! {
         _ = futures::future::join(tenants, collectors) => {},
+        _ = delivery => tracing::error!("the collection of delivery figures ended"),
         _ = watches.drive(client, scope) => tracing::error!("a watch ended"),
         _ = caches_synced => {},
     }

@@ -263,6 +263,8 @@ fn expected_cluster_rules() -> Vec<PolicyRule> {
             &["horizontalpodautoscalers"],
             &["list", "patch", "create", "delete"],
         ),
+        // Where the leader reads the collector pods' counters (status.delivery).
+        rule("discovery.k8s.io", &["endpointslices"], &["list"]),
         rule("events.k8s.io", &["events"], &["create", "patch"]),
     ]
 }

@@ -26,6 +26,9 @@ pub mod condition_types {
     pub const APPLICATION_INSIGHTS_READY: &str = "ApplicationInsightsReady";
     /// Tenant: at least one RegionalCollector routes its telemetry.
     pub const ROUTED: &str = "Routed";
+    /// Tenant: App Insights accepted its telemetry lately, as the collectors count (written
+    /// by the collection of delivery figures, not by the reconcile; not part of `Ready`).
+    pub const DELIVERING: &str = "Delivering";
     /// Collector: the rendered configuration was accepted.
     pub const CONFIG_VALID: &str = "ConfigValid";
     /// Collector: its StatefulSet has the requested replicas available and up to date.

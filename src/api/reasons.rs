@@ -110,6 +110,14 @@ pub const NOT_ROLLED_OUT: Reason = Reason::new("NotRolledOut", Wait);
 pub const CONFIG_RENDERED: Reason = Reason::new("ConfigRendered", Fine);
 pub const QUEUE_MEMORY_BUDGET_EXCEEDED: Reason = Reason::new("QueueMemoryBudgetExceeded", Act);
 
+// Tenant, `Delivering` (from the collectors' counters).
+pub const DELIVERED: Reason = Reason::new("Delivered", Fine);
+pub const NO_TELEMETRY: Reason = Reason::new("NoTelemetry", Fine);
+pub const REJECTED: Reason = Reason::new("Rejected", Act);
+pub const QUEUE_FULL: Reason = Reason::new("QueueFull", Act);
+pub const EXPIRED: Reason = Reason::new("Expired", Act);
+pub const INGESTION_UNAVAILABLE: Reason = Reason::new("IngestionUnavailable", Wait);
+
 /// Every reason, for lookups and the README check.
 pub const ALL: &[Reason] = &[
     READY,
@@ -151,6 +159,12 @@ pub const ALL: &[Reason] = &[
     NOT_ROLLED_OUT,
     CONFIG_RENDERED,
     QUEUE_MEMORY_BUDGET_EXCEEDED,
+    DELIVERED,
+    NO_TELEMETRY,
+    REJECTED,
+    QUEUE_FULL,
+    EXPIRED,
+    INGESTION_UNAVAILABLE,
 ];
 
 /// The tag of a reason found in a stored condition. A name telemux does not know (written by

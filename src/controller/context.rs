@@ -78,6 +78,8 @@ pub struct Settings {
     /// Azure Resource Manager access, for tenants whose App Insights telemux provisions.
     pub azure: Option<AzureComponents>,
     pub provision_timings: ProvisionTimings,
+    /// How the tenants' delivery figures are collected.
+    pub delivery: crate::delivery::collect::DeliverySettings,
 }
 
 impl Default for Settings {
@@ -89,6 +91,7 @@ impl Default for Settings {
             collector_image: crate::api::collector::DEFAULT_COLLECTOR_IMAGE.to_owned(),
             azure: None,
             provision_timings: ProvisionTimings::default(),
+            delivery: crate::delivery::collect::DeliverySettings::default(),
         }
     }
 }

@@ -51,7 +51,24 @@ impl LocalCollector {
     /// Starts `binary` with the rendered `config` and the Secret's `files`, and waits until its
     /// health check answers.
     pub async fn start(binary: &Path, config: &str, files: &BTreeMap<String, Vec<u8>>) -> Self {
-        Self::start_with(binary, config, files, None).await
+        Self::start_with(binary, config, files, None, false).await
+    }
+
+    /// Like [`Self::start`], but the collector's own metrics listen on every address, as in a
+    /// pod, so that the operator can read them through an EndpointSlice naming this host's
+    /// address ([`crate::host_address`]; loopback is refused there). [`Self::metrics_port`]
+    /// says where.
+    pub async fn start_serving_metrics(
+        binary: &Path,
+        config: &str,
+        files: &BTreeMap<String, Vec<u8>>,
+    ) -> Self {
+        Self::start_with(binary, config, files, None, true).await
+    }
+
+    /// The port the collector serves its own metrics on.
+    pub fn metrics_port(&self) -> u16 {
+        self.ports.metrics
     }
 
     /// Like [`Self::start`], but the collector runs in a memory cgroup of its own limited to
@@ -66,7 +83,7 @@ impl LocalCollector {
         limit_bytes: u64,
     ) -> Result<Self, String> {
         let cgroup = MemoryCgroup::create(limit_bytes)?;
-        Ok(Self::start_with(binary, config, files, Some(cgroup)).await)
+        Ok(Self::start_with(binary, config, files, Some(cgroup), false).await)
     }
 
     async fn start_with(
@@ -74,14 +91,24 @@ impl LocalCollector {
         config: &str,
         files: &BTreeMap<String, Vec<u8>>,
         cgroup: Option<MemoryCgroup>,
+        metrics_on_every_address: bool,
     ) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("telemux-collector-")
             .tempdir()
             .expect("a temporary directory");
         let ports = free_loopback_ports().expect("free loopback ports");
-        let args =
+        let mut args =
             prepare(dir.path(), config, files, ports).expect("writing the collector's files");
+        if metrics_on_every_address {
+            let file = dir.path().join("metrics-everywhere.yaml");
+            let readers = format!(
+                "service:\n  telemetry:\n    metrics:\n      readers:\n        - pull:\n            exporter:\n              prometheus:\n                host: 0.0.0.0\n                port: {}\n",
+                ports.metrics
+            );
+            std::fs::write(&file, readers).expect("writing the metrics listener's config");
+            args.push(format!("--config=file:{}", file.display()));
+        }
         let log = dir.path().join("collector.log");
         let child = spawn(binary, &args, &log, cgroup.as_ref());
         let mut collector = LocalCollector {

@@ -19,3 +19,17 @@ pub fn free_port() -> std::io::Result<u16> {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
 }
+
+/// This machine's first IPv4 address outside loopback, from the kernel's routing table
+/// (`/proc/net/fib_trie`): an EndpointSlice may not name a loopback address, so a local
+/// process that the operator must reach through one listens here.
+pub fn host_address() -> Option<Ipv4Addr> {
+    let trie = std::fs::read_to_string("/proc/net/fib_trie").ok()?;
+    let lines: Vec<&str> = trie.lines().collect();
+    lines.windows(2).find_map(|pair| {
+        // "|-- 192.0.2.2" followed by "/32 host LOCAL": an address of this host.
+        let address: Ipv4Addr = pair[0].trim().strip_prefix("|-- ")?.parse().ok()?;
+        let local = pair[1].contains("/32 host LOCAL");
+        (local && !address.is_loopback()).then_some(address)
+    })
+}

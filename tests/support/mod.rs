@@ -351,6 +351,13 @@ impl Operator {
         telemux::controller::Settings {
             collector_debounce: Duration::from_millis(500),
             collector_binary: collector_binary(),
+            // Delivery figures within a second or two; Delivering turns False after 5 s.
+            delivery: telemux::delivery::collect::DeliverySettings {
+                interval: Duration::from_secs(1),
+                grace: Duration::from_secs(5),
+                per_tenant_metrics: true,
+                read_timeout: Duration::from_secs(2),
+            },
             ..Default::default()
         }
     }

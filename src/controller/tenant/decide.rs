@@ -382,7 +382,19 @@ pub fn status(
         "telemetry is routed to the tenant's Application Insights",
         tenant.metadata.generation,
     );
-    (tenant.status.as_ref() != Some(&status)).then_some(status)
+    let stored = tenant.status.as_ref().map(owned_by_the_reconcile);
+    (stored.as_ref() != Some(&status)).then_some(status)
+}
+
+/// The part of a stored status the reconcile writes: without the delivery figures and the
+/// `Delivering` condition, which the collection of figures owns (another field manager).
+fn owned_by_the_reconcile(stored: &TelemetryTenantStatus) -> TelemetryTenantStatus {
+    let mut owned = stored.clone();
+    owned.delivery = None;
+    owned
+        .conditions
+        .retain(|c| c.type_ != crate::api::condition_types::DELIVERING);
+    owned
 }
 
 /// The status fields carried over from the last reconcile.
