@@ -120,7 +120,8 @@ fn no_tenants_yet() {
 
 /// A suspended and a region-excluded tenant (each dropped through its own filter into nop,
 /// even with a platform sink taking unknown tenants and the regional copy on), next to a tenant
-/// that asked for a delivery report and one that did not.
+/// that asked for a delivery report and one that did not, whose disabled logs are dropped the
+/// same way (`filter/signal_disabled_globex`) rather than left to the platform's sink.
 #[test]
 fn exclusions_and_delivery_report() {
     golden("exclusions-and-delivery-report");

@@ -117,6 +117,11 @@ pub const REJECTED: Reason = Reason::new("Rejected", Act);
 pub const QUEUE_FULL: Reason = Reason::new("QueueFull", Act);
 pub const EXPIRED: Reason = Reason::new("Expired", Act);
 pub const INGESTION_UNAVAILABLE: Reason = Reason::new("IngestionUnavailable", Wait);
+/// A drop's reason, like `Suspended` and `RegionNotAllowed`: items of a signal the tenant's
+/// `spec.signals` turns off, dropped (and counted) by the collector as the tenant asked.
+/// A drop code, not a condition reason: what a tenant's own sampler left out.
+pub const SAMPLED: &str = "Sampled";
+pub const SIGNAL_DISABLED: Reason = Reason::new("SignalDisabled", Fine);
 
 /// Every reason, for lookups and the README check.
 pub const ALL: &[Reason] = &[
@@ -165,6 +170,7 @@ pub const ALL: &[Reason] = &[
     QUEUE_FULL,
     EXPIRED,
     INGESTION_UNAVAILABLE,
+    SIGNAL_DISABLED,
 ];
 
 /// The tag of a reason found in a stored condition. A name telemux does not know (written by

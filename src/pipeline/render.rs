@@ -5,11 +5,12 @@
 //! may keep its own) → baseline redaction → routing by `tenant.id` → one pipeline per tenant and
 //! signal (tier stamp, tenant redaction, sampling) → the tenant's `telemux_appinsights`
 //! exporter, whose persistent queue batches, retries and survives restarts (+ the regional Blob
-//! copy). An excluded (suspended, or not allowed in the region) tenant's items are routed the
-//! same way to pipelines of their own, `<signal>/excluded_<id>`, whose one processor
-//! (`filter/suspended_<id>` or `filter/region_not_allowed_<id>`) drops them all into `nop`: that
-//! processor's `otelcol_processor_incoming_items` counts the tenant's drops, per signal and
-//! reason, and nothing of the tenant reaches any other exporter.
+//! copy). An excluded (suspended, or not allowed in the region) tenant's items, and a routed
+//! tenant's items of a signal it disables, are routed the same way to pipelines of their own,
+//! `<signal>/excluded_<id>`, whose one processor (`filter/suspended_<id>`,
+//! `filter/region_not_allowed_<id>` or `filter/signal_disabled_<id>`) drops them all into `nop`:
+//! that processor's `otelcol_processor_incoming_items` counts the tenant's drops, per signal and
+//! reason, and nothing of what it drops reaches any other exporter.
 //!
 //! No `batch` processor: it would acknowledge data before any queue holds it, so a full queue
 //! could not refuse the client and a restart would lose what it held. Batching happens in each
@@ -165,15 +166,22 @@ pub mod component_ids {
     const TIER_STAMP: &str = "resource";
     const EXCLUSION_FILTER: &str = "filter";
     const APPINSIGHTS: &str = "telemux_appinsights";
+    const SAMPLER: &str = "probabilistic_sampler";
 
     /// Names of a routed tenant's components: `tenant_<id>`.
     const TENANT: &str = "tenant_";
-    /// Names of an excluded tenant's pipelines: `excluded_<id>`.
+    /// Names of an excluded tenant's pipelines, and of a routed tenant's pipelines of the
+    /// signals it disables: `excluded_<id>`.
     const EXCLUDED: &str = "excluded_";
 
-    /// Why a tenant is excluded: the reasons a plan excludes with, and so the only ones an
-    /// exclusion filter's id is read back as.
-    const EXCLUSION_REASONS: [Reason; 2] = [reasons::SUSPENDED, reasons::REGION_NOT_ALLOWED];
+    /// Why a tenant's items are dropped: the reasons a plan excludes a tenant with, and a
+    /// routed tenant's disabled signal; so the only ones an exclusion filter's id is read back
+    /// as.
+    const EXCLUSION_REASONS: [Reason; 3] = [
+        reasons::SUSPENDED,
+        reasons::REGION_NOT_ALLOWED,
+        reasons::SIGNAL_DISABLED,
+    ];
 
     fn bare(kind: &str) -> ComponentId {
         ComponentId(kind.to_owned())
@@ -221,18 +229,26 @@ pub mod component_ids {
         tenant_of(processor_id, TIER_STAMP)
     }
 
+    /// The tenant whose sampler a processor id is: `probabilistic_sampler/tenant_<id>`. What
+    /// enters it and does not leave it was sampled out. `None` for any other id.
+    pub fn sampler_tenant(processor_id: &str) -> Option<&str> {
+        tenant_of(processor_id, SAMPLER)
+    }
+
     /// The tenant an exporter id delivers for: `telemux_appinsights/tenant_<id>`. `None` for
     /// any other id (the platform's exporter, the regional copy, nop).
     pub fn exporter_tenant(exporter_id: &str) -> Option<&str> {
         tenant_of(exporter_id, APPINSIGHTS)
     }
 
-    /// The excluded tenant, and why, whose dropped items a processor id counts:
-    /// `filter/suspended_<id>` ([`reasons::SUSPENDED`]) or `filter/region_not_allowed_<id>`
-    /// ([`reasons::REGION_NOT_ALLOWED`]), the one processor of the tenant's pipelines, which
-    /// drops everything: its `otelcol_processor_incoming_items` (per `otel_signal`) is what
-    /// the collector accepted from (or, via the platform, for) the tenant and dropped for
-    /// that reason. `None` for any other id.
+    /// The tenant, and why, whose dropped items a processor id counts:
+    /// `filter/suspended_<id>` ([`reasons::SUSPENDED`]), `filter/region_not_allowed_<id>`
+    /// ([`reasons::REGION_NOT_ALLOWED`]) or, for a routed tenant's disabled signals,
+    /// `filter/signal_disabled_<id>` ([`reasons::SIGNAL_DISABLED`]): the one processor of the
+    /// tenant's `excluded_<id>` pipelines, which drops everything: its
+    /// `otelcol_processor_incoming_items` (per `otel_signal`) is what the collector accepted
+    /// from (or, via the platform, for) the tenant and dropped for that reason. `None` for any
+    /// other id.
     pub fn exclusion_filter_tenant(processor_id: &str) -> Option<(&str, Reason)> {
         let name = name_of(processor_id, EXCLUSION_FILTER)?;
         EXCLUSION_REASONS.into_iter().find_map(|reason| {
@@ -289,12 +305,18 @@ pub mod component_ids {
         )
     }
 
+    /// The filter that drops everything of a routed tenant's signals that its `spec.signals`
+    /// turns off.
+    pub(super) fn signal_disabled_filter(tenant_id: &str) -> ComponentId {
+        exclusion_filter(reasons::SIGNAL_DISABLED.name, tenant_id)
+    }
+
     pub(super) fn tenant_redaction(tenant_id: &str) -> ComponentId {
         tenant("redaction", tenant_id)
     }
 
     pub(super) fn tenant_sampler(tenant_id: &str) -> ComponentId {
-        tenant("probabilistic_sampler", tenant_id)
+        tenant(SAMPLER, tenant_id)
     }
 
     pub(super) fn routing(signal: Signal) -> ComponentId {
@@ -330,6 +352,8 @@ pub mod component_ids {
     }
 
     /// Like `tenant_<id>`, `excluded_<id>` is a name no shared component's name can equal.
+    /// A tenant id is either routed or excluded, never both, so the pipelines of an excluded
+    /// tenant and of a routed tenant's disabled signals cannot share an id.
     pub(super) fn excluded_pipeline(signal: Signal, tenant_id: &str) -> ComponentId {
         named(signal.name(), &format!("{EXCLUDED}{tenant_id}"))
     }
@@ -411,28 +435,38 @@ impl Flow {
                 receivers: vec![ids::routing(signal)],
             },
         });
-        let tenants = plan.routed.iter().filter(|t| signal.enabled_for(t));
-        let tenants = tenants.map(|tenant| Route {
+        let (enabled, disabled): (Vec<&RoutedTenant>, Vec<&RoutedTenant>) =
+            plan.routed.iter().partition(|t| signal.enabled_for(t));
+        let tenants = enabled.into_iter().map(|tenant| Route {
             condition: tenant_condition(&tenant.tenant_id),
             pipeline_id: ids::tenant_pipeline(signal, &tenant.tenant_id),
             pipeline: tenant_pipeline(plan, tenant, signal),
         });
-        // Every signal of an excluded tenant, whatever its `spec.signals` (which the plan does
-        // not carry for it): a signal without a row of its own would fall through to the
-        // platform's App Insights under `unknownTenant: Platform` (and uncounted otherwise),
-        // and all the tenant sends here is dropped for the same reason, so counted as such.
-        // The rows are disjoint (one tenant id each, or none for the platform's own), so an
-        // excluded row takes nothing from any other; they come last, after the rows that
+        // Every tenant that sends here has a row of its own for every signal: a signal without
+        // one would fall through to the platform's App Insights under `unknownTenant: Platform`
+        // (and be dropped uncounted otherwise). So a routed tenant's disabled signal, and every
+        // signal of an excluded tenant, whatever its `spec.signals` (which the plan does not
+        // carry for it), is routed to a pipeline that drops it, counted per tenant and reason.
+        // The rows are disjoint (one tenant id each, or none for the platform's own), so a
+        // dropping row takes nothing from any other; they come last, after the rows that
         // deliver, sorted by tenant id like those.
+        let disabled = disabled.into_iter().map(|tenant| Route {
+            condition: tenant_condition(&tenant.tenant_id),
+            pipeline_id: ids::excluded_pipeline(signal, &tenant.tenant_id),
+            pipeline: signal_disabled_pipeline(tenant, signal),
+        });
         let excluded = plan.excluded.iter().map(|exclusion| Route {
             condition: tenant_condition(&exclusion.tenant_id),
             pipeline_id: ids::excluded_pipeline(signal, &exclusion.tenant_id),
             pipeline: excluded_pipeline(exclusion, signal),
         });
+        // `<signal>/excluded_<id>` sorts as the tenant id does.
+        let mut dropping: Vec<Route> = disabled.chain(excluded).collect();
+        dropping.sort_by(|a, b| a.pipeline_id.cmp(&b.pipeline_id));
         let routes = platform
             .into_iter()
             .chain(tenants)
-            .chain(excluded)
+            .chain(dropping)
             .collect();
         Flow { signal, routes }
     }
@@ -475,9 +509,19 @@ fn tenant_pipeline(plan: &CollectorPlan, tenant: &RoutedTenant, signal: Signal) 
 /// One excluded tenant's pipeline of one signal: from the signal's router, through the filter
 /// that drops all of it (counted per tenant and reason), to nop and nothing else.
 fn excluded_pipeline(exclusion: &TenantExclusion, signal: Signal) -> Pipeline {
+    dropping_pipeline(excluded_processors(exclusion), signal)
+}
+
+/// A routed tenant's pipeline of a signal it disables: like an excluded tenant's, through the
+/// filter that drops all of it (counted as `SignalDisabled`) to nop and nothing else.
+fn signal_disabled_pipeline(tenant: &RoutedTenant, signal: Signal) -> Pipeline {
+    dropping_pipeline(signal_disabled_processors(tenant), signal)
+}
+
+fn dropping_pipeline(processors: Vec<Processor>, signal: Signal) -> Pipeline {
     Pipeline {
         exporters: vec![ids::nop()],
-        processors: running_on(excluded_processors(exclusion), signal),
+        processors: running_on(processors, signal),
         receivers: vec![ids::routing(signal)],
     }
 }
@@ -487,7 +531,7 @@ fn excluded_pipeline(exclusion: &TenantExclusion, signal: Signal) -> Pipeline {
 struct Processor {
     id: ComponentId,
     config: Value,
-    runs_on: fn(Signal) -> bool,
+    runs_on: Vec<Signal>,
 }
 
 impl Processor {
@@ -495,7 +539,7 @@ impl Processor {
         Processor {
             id,
             config,
-            runs_on: |_| true,
+            runs_on: Signal::ALL.to_vec(),
         }
     }
 }
@@ -503,7 +547,7 @@ impl Processor {
 fn running_on(processors: Vec<Processor>, signal: Signal) -> Vec<ComponentId> {
     processors
         .into_iter()
-        .filter(|p| (p.runs_on)(signal))
+        .filter(|p| p.runs_on.contains(&signal))
         .map(|p| p.id)
         .collect()
 }
@@ -527,6 +571,23 @@ fn excluded_processors(exclusion: &TenantExclusion) -> Vec<Processor> {
     vec![Processor::on_every_signal(id, drop_everything())]
 }
 
+/// A routed tenant's filter of the signals it disables, running on those only; none (so not
+/// defined) when it disables none.
+fn signal_disabled_processors(tenant: &RoutedTenant) -> Vec<Processor> {
+    let disabled: Vec<Signal> = Signal::ALL
+        .into_iter()
+        .filter(|s| !s.enabled_for(tenant))
+        .collect();
+    if disabled.is_empty() {
+        return Vec::new();
+    }
+    vec![Processor {
+        id: ids::signal_disabled_filter(&tenant.tenant_id),
+        config: drop_everything(),
+        runs_on: disabled,
+    }]
+}
+
 /// A tenant's own processors, in the order its pipelines run them: the tier stamp; its
 /// redaction, when it blocks anything the baseline does not; its sampler, when below 100%.
 fn tenant_processors(tenant: &RoutedTenant) -> Vec<Processor> {
@@ -546,7 +607,7 @@ fn tenant_processors(tenant: &RoutedTenant) -> Vec<Processor> {
         processors.push(Processor {
             id: ids::tenant_sampler(id),
             config: sampler(percentage),
-            runs_on: Signal::sampled,
+            runs_on: Signal::ALL.into_iter().filter(|s| s.sampled()).collect(),
         });
     }
     processors
@@ -588,15 +649,18 @@ fn receivers(plan: &CollectorPlan) -> Components {
     Components::from([(ids::otlp(), otlp)])
 }
 
-/// The ingest stage's processors, every routed tenant's and every excluded tenant's filter,
-/// defined even where a tenant's enabled signals leave one unused (a metrics-only tenant's
-/// sampler): the collector ignores components no pipeline names.
+/// The ingest stage's processors; every routed tenant's own, defined even where its enabled
+/// signals leave one unused (a metrics-only tenant's sampler: the collector ignores components
+/// no pipeline names), and its signal-disabled filter, once, only if it disables a signal; every
+/// excluded tenant's filter.
 fn processors(plan: &CollectorPlan) -> Components {
     let tenants = plan.routed.iter().flat_map(tenant_processors);
+    let disabled = plan.routed.iter().flat_map(signal_disabled_processors);
     let excluded = plan.excluded.iter().flat_map(excluded_processors);
     ingest_processors(plan)
         .into_iter()
         .chain(tenants)
+        .chain(disabled)
         .chain(excluded)
         .map(|p| (p.id, p.config))
         .collect()
@@ -611,7 +675,7 @@ fn connectors(plan: &CollectorPlan, flows: &[Flow]) -> Components {
 }
 
 /// The tenants' and the platform's App Insights exporters, the regional copy, and nop if some
-/// signal has nowhere to go or some tenant is excluded.
+/// signal has nowhere to go, some tenant is excluded or a routed tenant disables a signal.
 fn exporters(plan: &CollectorPlan, secrets_dir: &str, flows: &[Flow]) -> Components {
     let budget = plan_queue_budget(plan);
     let mut exporters = Components::new();
@@ -694,8 +758,8 @@ fn tenant_id_stamp() -> Value {
     })
 }
 
-/// Drops every item, by whole resources: the filter of an excluded tenant's pipelines, which
-/// carry only that tenant's items.
+/// Drops every item, by whole resources: the filter of an excluded tenant's pipelines, and of a
+/// routed tenant's disabled signals' pipelines, which carry only that tenant's items.
 fn drop_everything() -> Value {
     let by_resource = json!([{ "context": "resource", "conditions": ["true"] }]);
     json!({
@@ -975,12 +1039,35 @@ mod tests {
             );
         }
         assert_eq!(members(&config, "logs/tenant_acme", "exporters"), None);
-        // With no tenant's logs to deliver, ingest drops them into nop instead of a router.
+        // Its logs are routed, to be dropped (counted) into nop.
         assert_eq!(
             members(&config, "logs/ingest", "exporters").unwrap(),
+            ["routing/logs"]
+        );
+        assert_eq!(
+            members(&config, "logs/excluded_acme", "exporters").unwrap(),
             ["nop"]
         );
-        assert!(config["connectors"].get("routing/logs").is_none());
+        assert!(
+            !config["exporters"]["telemux_appinsights/tenant_acme"].is_null(),
+            "still the exporter of its traces and metrics"
+        );
+    }
+
+    #[test]
+    fn with_no_tenant_a_signal_has_no_router_and_ingest_drops_into_nop() {
+        let config = rendered(&plan(Vec::new()));
+        for signal in ["traces", "logs", "metrics"] {
+            assert_eq!(
+                members(&config, &format!("{signal}/ingest"), "exporters").unwrap(),
+                ["nop"]
+            );
+            assert!(
+                config["connectors"]
+                    .get(format!("routing/{signal}"))
+                    .is_none()
+            );
+        }
     }
 
     /// Every component a pipeline names is defined in its section (connectors may be either
@@ -1090,7 +1177,7 @@ mod tests {
     }
 
     #[test]
-    fn each_enabled_signal_routes_to_the_tenants_pipeline_and_a_disabled_one_does_not() {
+    fn each_enabled_signal_routes_to_the_tenants_pipeline_and_a_disabled_one_to_its_drop() {
         let acme = RoutedTenant {
             signals: Signals {
                 traces: true,
@@ -1103,18 +1190,144 @@ mod tests {
         for signal in Signal::ALL {
             let flow = Flow::of(&plan, signal);
             let routed: Vec<&ComponentId> = flow.routes.iter().map(|r| &r.pipeline_id).collect();
+            assert_eq!(flow.ingest_exporter(), ids::routing(signal));
+            assert_eq!(flow.routes[0].condition, tenant_condition("acme"));
             if signal == Signal::Logs {
-                assert!(routed.is_empty());
-                assert_eq!(flow.router(), None);
-                assert_eq!(flow.ingest_exporter(), ids::nop());
+                assert_eq!(routed, [&ids::excluded_pipeline(signal, "acme")]);
+                assert_eq!(flow.routes[0].pipeline.exporters, [ids::nop()]);
             } else {
                 assert_eq!(routed, [&ids::tenant_pipeline(signal, "acme")]);
-                assert_eq!(flow.ingest_exporter(), ids::routing(signal));
                 let exporters = &flow.routes[0].pipeline.exporters;
                 assert!(exporters.contains(&ids::tenant_exporter("acme")));
             }
         }
     }
+
+    #[test]
+    fn a_routed_tenants_disabled_signal_drops_into_nop_through_its_own_filter() {
+        let globex = RoutedTenant {
+            signals: Signals {
+                traces: true,
+                logs: false,
+                metrics: true,
+            },
+            sampling_percentage: Some(50.0),
+            ..tenant("globex")
+        };
+        let mut plan = plan(vec![tenant("acme"), globex]);
+        plan.blob_containers = Some(containers());
+        let config = rendered(&plan);
+        let filter = "filter/signal_disabled_globex";
+        let drop_all = json!([{ "context": "resource", "conditions": ["true"] }]);
+        let defined = &config["processors"][filter];
+        assert_eq!(defined["error_mode"], "ignore");
+        for conditions in ["trace_conditions", "log_conditions", "metric_conditions"] {
+            assert_eq!(defined[conditions], drop_all, "{conditions}");
+        }
+        assert_eq!(
+            members(&config, "logs/excluded_globex", "processors").unwrap(),
+            [filter]
+        );
+        assert_eq!(
+            members(&config, "logs/excluded_globex", "exporters").unwrap(),
+            ["nop"]
+        );
+        assert_eq!(
+            members(&config, "logs/excluded_globex", "receivers").unwrap(),
+            ["routing/logs"]
+        );
+        assert_eq!(members(&config, "logs/tenant_globex", "exporters"), None);
+        // Its other signals are delivered as ever, and never through the filter.
+        for signal in ["traces", "metrics"] {
+            let pipeline = format!("{signal}/tenant_globex");
+            let processors = members(&config, &pipeline, "processors").unwrap();
+            let expected: &[&str] = if signal == "traces" {
+                &[
+                    "resource/tenant_globex",
+                    "probabilistic_sampler/tenant_globex",
+                ]
+            } else {
+                &["resource/tenant_globex"]
+            };
+            assert_eq!(processors, expected, "{pipeline}");
+            assert_eq!(
+                members(&config, &pipeline, "exporters").unwrap(),
+                ["telemux_appinsights/tenant_globex", "azure_blob/regional"]
+            );
+            let excluded = format!("{signal}/excluded_globex");
+            assert_eq!(members(&config, &excluded, "exporters"), None);
+        }
+        // A tenant with every signal on has no such filter nor pipeline.
+        assert!(
+            config["processors"]
+                .get("filter/signal_disabled_acme")
+                .is_none()
+        );
+        for signal in ["traces", "logs", "metrics"] {
+            let excluded = format!("{signal}/excluded_acme");
+            assert_eq!(members(&config, &excluded, "exporters"), None);
+        }
+        assert_eq!(config["exporters"]["nop"], json!({}));
+    }
+
+    /// The filter of a tenant's disabled signals is defined once, runs on those signals and
+    /// no other, and is defined only where some pipeline names it.
+    #[test]
+    fn a_signal_disabled_filter_is_defined_once_and_named_by_each_disabled_signals_pipeline() {
+        for (traces, logs, metrics) in [
+            (true, true, true),
+            (false, true, true),
+            (true, false, false),
+            (false, false, true),
+            (false, false, false),
+        ] {
+            let signals = Signals {
+                traces,
+                logs,
+                metrics,
+            };
+            let acme = RoutedTenant {
+                signals: signals.clone(),
+                ..tenant("acme")
+            };
+            let disabled: Vec<Signal> = Signal::ALL
+                .into_iter()
+                .filter(|s| !s.enabled_for(&acme))
+                .collect();
+            let filters = signal_disabled_processors(&acme);
+            let runs_on: Vec<&Vec<Signal>> = filters.iter().map(|p| &p.runs_on).collect();
+            if disabled.is_empty() {
+                assert!(runs_on.is_empty(), "{signals:?}");
+            } else {
+                assert_eq!(runs_on, [&disabled], "{signals:?}");
+            }
+            let config = rendered(&plan(vec![acme]));
+            let filter = "filter/signal_disabled_acme";
+            let naming: Vec<&String> = config["service"]["pipelines"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .filter(|(_, p)| {
+                    p["processors"]
+                        .as_array()
+                        .is_some_and(|ps| ps.contains(&json!(filter)))
+                })
+                .map(|(name, _)| name)
+                .collect();
+            let mut expected: Vec<String> = disabled
+                .iter()
+                .map(|s| format!("{}/excluded_acme", s.name()))
+                .collect();
+            expected.sort_unstable();
+            assert_eq!(naming, expected.iter().collect::<Vec<_>>(), "{signals:?}");
+            assert_eq!(
+                config["processors"].get(filter).is_some(),
+                !disabled.is_empty(),
+                "{signals:?}"
+            );
+        }
+    }
+
     #[test]
     fn each_excluded_tenant_drops_into_nop_through_its_own_filter_named_by_reason() {
         use crate::api::reasons::{REGION_NOT_ALLOWED, SUSPENDED};
@@ -1165,7 +1378,15 @@ mod tests {
     #[test]
     fn excluded_rows_follow_the_delivering_rows_sorted_and_disjoint_from_them() {
         use crate::api::reasons::{REGION_NOT_ALLOWED, SUSPENDED};
-        let mut plan = plan(vec![tenant("acme"), tenant("zeta")]);
+        let no_logs = RoutedTenant {
+            signals: Signals {
+                traces: true,
+                logs: false,
+                metrics: true,
+            },
+            ..tenant("mid")
+        };
+        let mut plan = plan(vec![tenant("acme"), no_logs, tenant("zeta")]);
         plan.platform = Some(PlatformPlan { has_sink: true });
         plan.excluded = vec![
             exclusion("beta", REGION_NOT_ALLOWED),
@@ -1202,6 +1423,10 @@ mod tests {
                 (
                     r#"resource.attributes["tenant.id"] == "beta""#,
                     "logs/excluded_beta"
+                ),
+                (
+                    r#"resource.attributes["tenant.id"] == "mid""#,
+                    "logs/excluded_mid"
                 ),
                 (
                     r#"resource.attributes["tenant.id"] == "paused""#,
@@ -1287,6 +1512,55 @@ mod tests {
         }
     }
 
+    /// The same for a routed tenant's disabled signals: with a platform sink taking unknown
+    /// tenants, the regional copy and other tenants delivering the signal, what the tenant
+    /// sends of a signal it disables reaches nop and no other exporter (neither the platform's
+    /// App Insights nor its own), while its enabled signals still reach its own.
+    #[test]
+    fn nothing_of_a_tenants_disabled_signal_reaches_an_exporter_but_nop() {
+        let globex = RoutedTenant {
+            signals: Signals {
+                traces: true,
+                logs: false,
+                metrics: false,
+            },
+            ..tenant("globex")
+        };
+        for platform in [None, Some(PlatformPlan { has_sink: true })] {
+            let mut plan = plan(vec![tenant("acme"), globex.clone()]);
+            plan.platform = platform;
+            plan.unknown_tenant = if plan.platform.is_some() {
+                UnknownTenantPolicy::Platform
+            } else {
+                UnknownTenantPolicy::Drop
+            };
+            plan.blob_containers = Some(containers());
+            let config = rendered(&plan);
+            for signal in ["logs", "metrics"] {
+                let pipelines = destinations(&config, signal, "globex");
+                assert_eq!(pipelines, [format!("{signal}/excluded_globex")]);
+                for pipeline in &pipelines {
+                    let processors = members(&config, pipeline, "processors").unwrap();
+                    assert_eq!(processors, ["filter/signal_disabled_globex"], "{pipeline}");
+                    let exporters = members(&config, pipeline, "exporters").unwrap();
+                    assert_eq!(exporters, ["nop"], "{pipeline}");
+                }
+            }
+            assert_eq!(
+                destinations(&config, "traces", "globex"),
+                ["traces/tenant_globex"]
+            );
+            // Only an id no row names goes to the default pipelines.
+            let unknown = destinations(&config, "logs", "initech");
+            let expected: &[&str] = if plan.platform.is_some() {
+                &["logs/platform"]
+            } else {
+                &[]
+            };
+            assert_eq!(unknown, expected);
+        }
+    }
+
     #[test]
     fn a_delivery_report_only_in_the_exporters_of_tenants_that_asked_for_one() {
         let acme = RoutedTenant {
@@ -1312,8 +1586,10 @@ mod tests {
 
     #[test]
     fn component_ids_read_back_as_the_tenant_they_were_made_for() {
-        use crate::api::reasons::{REGION_NOT_ALLOWED, SUSPENDED};
-        use component_ids::{exclusion_filter_tenant, exporter_tenant, tier_stamp_tenant};
+        use crate::api::reasons::{REGION_NOT_ALLOWED, SIGNAL_DISABLED, SUSPENDED};
+        use component_ids::{
+            exclusion_filter_tenant, exporter_tenant, sampler_tenant, tier_stamp_tenant,
+        };
         let longest = "x".repeat(63);
         for id in [
             "a",
@@ -1328,7 +1604,16 @@ mod tests {
             assert_eq!(tier_stamp_tenant(&stamp), Some(id), "{stamp}");
             let exporter = ids::tenant_exporter(id).to_string();
             assert_eq!(exporter_tenant(&exporter), Some(id), "{exporter}");
-            for reason in [SUSPENDED, REGION_NOT_ALLOWED] {
+            let sampler = ids::tenant_sampler(id).to_string();
+            assert_eq!(sampler_tenant(&sampler), Some(id), "{sampler}");
+            assert_eq!(tier_stamp_tenant(&sampler), None);
+            let filter = ids::signal_disabled_filter(id).to_string();
+            assert_eq!(
+                exclusion_filter_tenant(&filter),
+                Some((id, SIGNAL_DISABLED)),
+                "{filter}"
+            );
+            for reason in [SUSPENDED, REGION_NOT_ALLOWED, SIGNAL_DISABLED] {
                 let filter = ids::exclusion_filter(reason.name, id).to_string();
                 assert_eq!(
                     exclusion_filter_tenant(&filter),
@@ -1344,6 +1629,14 @@ mod tests {
         assert_eq!(
             ids::exclusion_filter(REGION_NOT_ALLOWED.name, "acme").to_string(),
             "filter/region_not_allowed_acme"
+        );
+        assert_eq!(
+            ids::signal_disabled_filter("acme").to_string(),
+            "filter/signal_disabled_acme"
+        );
+        assert_eq!(
+            exclusion_filter_tenant("filter/signal_disabled_acme"),
+            Some(("acme", SIGNAL_DISABLED))
         );
         assert_eq!(
             ids::excluded_pipeline(Signal::Metrics, "acme").to_string(),
@@ -1373,6 +1666,10 @@ mod tests {
             "filter/suspended_",
             "filter/suspended",
             "filter/suspendedacme",
+            "filter/signal_disabled_",
+            "filter/signal_disabled",
+            "filter/signal_disabledacme",
+            "filter/signal_acme",
             "filter/ready_acme",
             "filter/region_not_allowed_Bad",
             "filter/tenant_acme",
