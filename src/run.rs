@@ -395,6 +395,24 @@ fn beyond_status(
     touched: impl Stream<Item = Arc<TelemetryTenant>> + Send + 'static,
     store: Store<TelemetryTenant>,
 ) -> impl Stream<Item = Arc<TelemetryTenant>> + Send + 'static {
+    status_changes_dropped(touched, store, false)
+}
+
+/// [`beyond_status`], and deleted tenants: a collector reads its tenants' specs, labels and
+/// Secrets, never their status, and must drop a deleted one. Without this, each tenant status
+/// write (two per new tenant, then its delivery figures) requeued its collectors.
+fn beyond_status_or_deleted(
+    touched: impl Stream<Item = Arc<TelemetryTenant>> + Send + 'static,
+    store: Store<TelemetryTenant>,
+) -> impl Stream<Item = Arc<TelemetryTenant>> + Send + 'static {
+    status_changes_dropped(touched, store, true)
+}
+
+fn status_changes_dropped(
+    touched: impl Stream<Item = Arc<TelemetryTenant>> + Send + 'static,
+    store: Store<TelemetryTenant>,
+    pass_deleted: bool,
+) -> impl Stream<Item = Arc<TelemetryTenant>> + Send + 'static {
     let mut seen: HashMap<ObjectRef<TelemetryTenant>, u64> = HashMap::new();
     let mut events = 0_u64;
     touched.filter(move |tenant| {
@@ -406,7 +424,10 @@ fn beyond_status(
             &meta.finalizers,
             meta.deletion_timestamp.is_some(),
         ));
-        let pass = seen.insert(ObjectRef::from_obj(&**tenant), fingerprint) != Some(fingerprint);
+        let key = ObjectRef::from_obj(&**tenant);
+        // The cache drops a deleted tenant before its last state reaches us.
+        let deleted = pass_deleted && store.get(&key).is_none();
+        let pass = seen.insert(key, fingerprint) != Some(fingerprint) || deleted;
         // Now and then, forget deleted tenants (the cache holds every live one).
         events += 1;
         if events.is_multiple_of(4096) && !store.is_empty() {
@@ -440,6 +461,7 @@ fn collector_controller(
         collectors.store.clone(),
     );
     let tenants = watches.tenants.store.clone();
+    let tenants_seen = watches.tenants.store.clone();
     Controller::for_shared_stream(collectors.subscribe(), collectors.store.clone())
         .with_config(config)
         .owns_stream(children(client, scope, &managed, Some(writers.config_maps)))
@@ -450,9 +472,10 @@ fn collector_controller(
             let owner = triggers::owning_tenant(&secret).and_then(|t| tenants.get(&t));
             triggers::collectors_of_managed_secret(&c1.state(), owner.as_deref(), &secret)
         })
-        .watches_shared_stream(watches.tenants.subscribe(), move |tenant| {
-            triggers::collectors_of_tenant(&c2.state(), &tenant)
-        })
+        .watches_shared_stream(
+            beyond_status_or_deleted(watches.tenants.subscribe(), tenants_seen),
+            move |tenant| triggers::collectors_of_tenant(&c2.state(), &tenant),
+        )
         .watches_shared_stream(watches.user_secrets.subscribe(), move |secret| {
             let namespace = secret.namespace();
             triggers::collectors_of_user_secret(
@@ -513,5 +536,25 @@ mod tests {
             .map(|t| (t.metadata.generation, t.metadata.annotations.is_some()))
             .collect();
         assert_eq!(seen, [(Some(1), false), (Some(1), true), (Some(2), false)]);
+    }
+
+    #[tokio::test]
+    async fn collectors_hear_of_a_tenant_beyond_its_status_and_of_its_deletion() {
+        let mut writer = reflector::store::Writer::<TelemetryTenant>::default();
+        let store = writer.as_reader();
+        let live = tenant(1, "Pending");
+        writer.apply_watcher_event(&watcher::Event::Apply(live.clone()));
+        let status_only = tenant(1, "Ready");
+        let mut gone = tenant(1, "Ready");
+        gone.metadata.name = Some("gone".into());
+        let touched = [live, status_only, gone.clone(), gone]
+            .into_iter()
+            .map(Arc::new);
+        let passed: Vec<_> = beyond_status_or_deleted(futures::stream::iter(touched), store)
+            .map(|t| t.name_any())
+            .collect()
+            .await;
+        // "gone" is not in the cache: deleted, so each of its events passes.
+        assert_eq!(passed, ["acme", "gone", "gone"]);
     }
 }

@@ -4,16 +4,20 @@
 //! - `target_info{service_instance_id}`: which process this is;
 //! - `otelcol_processor_incoming_items{processor,otel_signal}`: items entering a tenant's
 //!   tier stamp (accepted), or an excluded tenant's drop filter (dropped, by reason);
+//! - `otelcol_processor_{incoming,outgoing}_items` of a tenant's sampler: what went in and
+//!   did not come out was sampled out (dropped, `Sampled`);
 //! - `telemux_appinsights_items_{succeeded,dropped,retried}{exporter,signal,...}`: the
 //!   tenant exporter's outcomes, summed over telemetry types.
 
 use std::collections::BTreeMap;
 
 use super::{Outcome, Series};
+use crate::api::reasons;
 use crate::pipeline::component_ids;
 
 const TARGET_INFO: &str = "target_info";
 const PROCESSOR_INCOMING: &str = "otelcol_processor_incoming_items";
+const PROCESSOR_OUTGOING: &str = "otelcol_processor_outgoing_items";
 const SUCCEEDED: &str = "telemux_appinsights_items_succeeded";
 const DROPPED: &str = "telemux_appinsights_items_dropped";
 const RETRIED: &str = "telemux_appinsights_items_retried";
@@ -40,6 +44,8 @@ pub fn read_counters(text: &str) -> Result<InstanceCounters, CountersError> {
     let scrape = prometheus_parse::Scrape::parse(lines)
         .map_err(|e| CountersError::Unreadable(e.to_string()))?;
     let mut counters = InstanceCounters::default();
+    // Per (tenant, signal): what entered and left its sampler.
+    let mut sampler: BTreeMap<(String, String), (u64, u64)> = BTreeMap::new();
     for sample in &scrape.samples {
         let name = sample
             .metric
@@ -55,6 +61,20 @@ pub fn read_counters(text: &str) -> Result<InstanceCounters, CountersError> {
         let Some(value) = count_of(&sample.value) else {
             continue;
         };
+        if name == PROCESSOR_INCOMING || name == PROCESSOR_OUTGOING {
+            let of_sampler = label("processor").and_then(component_ids::sampler_tenant);
+            if let Some((tenant, signal)) = of_sampler.zip(label("otel_signal")) {
+                let entry = sampler
+                    .entry((tenant.to_owned(), signal.to_owned()))
+                    .or_default();
+                if name == PROCESSOR_INCOMING {
+                    entry.0 += value;
+                } else {
+                    entry.1 += value;
+                }
+                continue;
+            }
+        }
         let found: Vec<(String, Series)> = match name {
             PROCESSOR_INCOMING => label("processor")
                 .zip(label("otel_signal"))
@@ -90,6 +110,17 @@ pub fn read_counters(text: &str) -> Result<InstanceCounters, CountersError> {
                 .or_default()
                 .entry(series)
                 .or_default() += value;
+        }
+    }
+    for ((tenant, signal), (entered, left)) in sampler {
+        let sampled_out = entered.saturating_sub(left);
+        if sampled_out > 0 && super::SIGNALS.contains(&signal.as_str()) {
+            let series = Series::new(&signal, Outcome::Dropped, Some(reasons::SAMPLED));
+            counters
+                .tenants
+                .entry(tenant)
+                .or_default()
+                .insert(series, sampled_out);
         }
     }
     if counters.instance.is_empty() {
@@ -146,6 +177,8 @@ otelcol_processor_incoming_items{otel_signal="logs",processor="resource/tenant_a
 otelcol_processor_incoming_items{otel_signal="traces",processor="filter/suspended_globex"} 4
 otelcol_processor_incoming_items{otel_signal="traces",processor="memory_limiter"} 13
 otelcol_processor_outgoing_items{otel_signal="traces",processor="resource/tenant_acme"} 7
+otelcol_processor_incoming_items{otel_signal="traces",processor="probabilistic_sampler/tenant_acme"} 7
+otelcol_processor_outgoing_items{otel_signal="traces",processor="probabilistic_sampler/tenant_acme"} 4
 # TYPE target_info gauge
 target_info{service_instance_id="b859-1",service_name="telemux-otelcol",service_version="0.161.0-telemux"} 1
 # TYPE telemux_appinsights_items_succeeded counter
@@ -179,7 +212,11 @@ telemux_appinsights_items_retried{exporter="telemux_appinsights/tenant_acme",ret
             get(Series::new("logs", Outcome::Retried, Some("429"))),
             Some(3)
         );
-        assert_eq!(acme.len(), 5);
+        assert_eq!(
+            get(Series::new("traces", Outcome::Dropped, Some("Sampled"))),
+            Some(3)
+        );
+        assert_eq!(acme.len(), 6);
         let globex = &counters.tenants["globex"];
         assert_eq!(
             globex.get(&Series::new("traces", Outcome::Dropped, Some("Suspended"))),

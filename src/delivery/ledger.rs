@@ -78,7 +78,12 @@ impl TenantLedger {
     /// whose counters went down restarted under the same name and starts over.
     pub fn record(&mut self, instance: &str, values: &Counts, now: Timestamp) -> Counts {
         let before = self.counted.get(instance).map(|(_, c)| c);
-        let restarted = before.is_some_and(|b| values.iter().any(|(s, v)| b.get(s) > Some(v)));
+        let restarted = before.is_some_and(|b| {
+            values
+                .iter()
+                .any(|(s, v)| !is_difference(s) && b.get(s) > Some(v))
+        });
+        let mut kept = values.clone();
         let added: Counts = values
             .iter()
             .filter_map(|(series, &value)| {
@@ -86,12 +91,16 @@ impl TenantLedger {
                     Some(b) if !restarted => b.get(series).copied().unwrap_or(0),
                     _ => 0,
                 };
+                // A difference of two counters read one after the other may dip by what was
+                // in flight: it stays at its highest reading, so nothing is counted twice.
+                if value < already {
+                    kept.insert(series.clone(), already);
+                }
                 let added = value.saturating_sub(already);
                 (added > 0).then(|| (series.clone(), added))
             })
             .collect();
-        self.counted
-            .insert(instance.to_owned(), (now, values.clone()));
+        self.counted.insert(instance.to_owned(), (now, kept));
         self.add(&added, now);
         added
     }
@@ -109,11 +118,25 @@ impl TenantLedger {
             Some((start, counts)) if *start == minute => merge_into(counts, added),
             _ => self.minutes.push_back((minute, added.clone())),
         }
-        let of = |outcome: Outcome| added.iter().filter(move |(s, _)| s.outcome == outcome);
+        // Sampled out is what the tenant asked for: neither a failure nor an item to deliver.
+        let of = |outcome: Outcome| {
+            added
+                .iter()
+                .filter(move |(s, _)| s.outcome == outcome && !is_difference(s))
+        };
+        let sum = |outcome: Outcome| of(outcome).map(|(_, n)| n).sum::<u64>();
+        let sampled_out: u64 = added
+            .iter()
+            .filter(|(s, _)| is_difference(s))
+            .map(|(_, n)| n)
+            .sum();
+        let to_deliver = sum(Outcome::Accepted).saturating_sub(sampled_out)
+            + sum(Outcome::Dropped)
+            + sum(Outcome::Retried);
         if of(Outcome::Delivered).next().is_some() {
             self.last_success = Some(now);
             self.undelivered_since = None;
-        } else if self.undelivered_since.is_none() {
+        } else if to_deliver > 0 && self.undelivered_since.is_none() {
             self.undelivered_since = Some(now);
         }
         // The failure with the most items in this read (the first code of a tie).
@@ -189,6 +212,12 @@ impl TenantLedger {
                 .collect(),
         }
     }
+}
+
+/// Whether a series is the difference of two counters (sampled out: into the sampler minus
+/// out of it) rather than a counter: it may dip between reads without a restart.
+fn is_difference(series: &Series) -> bool {
+    series.code.as_deref() == Some(crate::api::reasons::SAMPLED)
 }
 
 fn minute_of(t: Timestamp) -> Timestamp {
@@ -383,6 +412,38 @@ mod tests {
         assert_eq!(status.recent[0].accepted, 2);
         assert_eq!(status.total[0].accepted, 6);
         assert_eq!(status.recent_since, Some(Time(at(60))));
+    }
+
+    #[test]
+    fn a_dip_of_the_sampled_out_difference_is_no_restart_and_counts_nothing_twice() {
+        let mut ledger = TenantLedger::resume(None, at(0));
+        let read = |accepted, sampled| {
+            counts(&[
+                ("traces/accepted", accepted),
+                ("traces/dropped/Sampled", sampled),
+            ])
+        };
+        ledger.record("p", &read(10, 5), at(1));
+        // Read while two items were inside the sampler: 5 + 2.
+        ledger.record("p", &read(12, 7), at(2));
+        // Those two came out: the difference dips back to 5, no restart.
+        let added = ledger.record("p", &read(12, 5), at(3));
+        assert!(added.is_empty(), "{added:?}");
+        ledger.record("p", &read(20, 9), at(4));
+        let traces = total(&ledger, "traces");
+        assert_eq!((traces.accepted, traces.dropped), (20, 9));
+    }
+
+    #[test]
+    fn items_all_sampled_out_are_neither_undelivered_nor_a_failure() {
+        let mut ledger = TenantLedger::resume(None, at(0));
+        ledger.record(
+            "p",
+            &counts(&[("traces/accepted", 4), ("traces/dropped/Sampled", 4)]),
+            at(1),
+        );
+        assert_eq!(ledger.undelivered_since(), None);
+        assert_eq!(ledger.last_failure(), None);
     }
 
     #[test]

@@ -10,7 +10,8 @@ use crate::controller::conditions::{Decided, Status};
 
 /// `Delivering`, as of `now`:
 /// - no item in the recent window: Unknown, `NoTelemetry`;
-/// - all recent items were dropped before export: False, `Suspended` or `RegionNotAllowed`;
+/// - nothing recent was delivered and some was dropped before export: False, `Suspended`,
+///   `RegionNotAllowed` or `SignalDisabled`;
 /// - items have come for `grace` without one delivered: False, with the reason of the last
 ///   failure (`Throttled`, `Rejected`, `QueueFull`, `Expired`, `IngestionUnavailable`);
 /// - items have come for less than `grace` without one delivered: Unknown, `Pending`;
@@ -33,13 +34,17 @@ pub fn delivering(ledger: &TenantLedger, now: Timestamp, grace: SignedDuration) 
             "no telemetry in the last 15 minutes".into(),
         );
     }
-    let excluded = [reasons::SUSPENDED, reasons::REGION_NOT_ALLOWED]
-        .into_iter()
-        .find(|r| {
-            recent
-                .iter()
-                .any(|(s, _)| s.outcome == Outcome::Dropped && s.code.as_deref() == Some(r.name))
-        });
+    let excluded = [
+        reasons::SUSPENDED,
+        reasons::REGION_NOT_ALLOWED,
+        reasons::SIGNAL_DISABLED,
+    ]
+    .into_iter()
+    .find(|r| {
+        recent
+            .iter()
+            .any(|(s, _)| s.outcome == Outcome::Dropped && s.code.as_deref() == Some(r.name))
+    });
     if let Some(reason) = excluded.filter(|_| items(Outcome::Delivered) == 0) {
         return decided(
             Status::False,
@@ -91,6 +96,10 @@ pub fn reason_of(code: &str) -> Reason {
         "429" | "439" | "402" => reasons::THROTTLED,
         "CLIENT_PERSISTENCE_CAPACITY" => reasons::QUEUE_FULL,
         "CLIENT_EXPIRED" => reasons::EXPIRED,
+        // Dropped before export (only with deliveries of other signals around).
+        c if c == reasons::SUSPENDED.name => reasons::SUSPENDED,
+        c if c == reasons::REGION_NOT_ALLOWED.name => reasons::REGION_NOT_ALLOWED,
+        c if c == reasons::SIGNAL_DISABLED.name => reasons::SIGNAL_DISABLED,
         c if c.len() == 3 && c.starts_with('4') && c != "408" => reasons::REJECTED,
         _ => reasons::INGESTION_UNAVAILABLE,
     }
@@ -191,6 +200,8 @@ mod tests {
             ("CLIENT_TIMEOUT", "IngestionUnavailable"),
             ("CLIENT_PERSISTENCE_CAPACITY", "QueueFull"),
             ("CLIENT_EXPIRED", "Expired"),
+            ("Suspended", "Suspended"),
+            ("SignalDisabled", "SignalDisabled"),
         ] {
             assert_eq!(reason_of(code).name, reason, "{code}");
         }
