@@ -30,6 +30,8 @@ pub const DNS_LABEL_PATTERN: &str = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
     printcolumn = r#"{"name":"Regions","type":"string","jsonPath":".spec.regions"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name":"Delivering","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Delivering\")].reason"}"#,
+    printcolumn = r#"{"name":"Last-Delivery","type":"date","priority":1,"jsonPath":".status.delivery.lastSuccessTime"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
