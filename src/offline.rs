@@ -172,6 +172,16 @@ impl LoopbackPorts {
              service:\n  telemetry:\n    metrics:\n      readers:\n        - pull:\n            exporter:\n              prometheus:\n                host: 127.0.0.1\n                port: {metrics}\n"
         )
     }
+
+    /// A configuration to merge after [`Self::config`]: the collector's own metrics listen on
+    /// every address, as in a pod, so the operator can read them through an EndpointSlice
+    /// naming this host's address (EndpointSlices refuse loopback).
+    pub fn metrics_on_every_address_config(&self) -> String {
+        format!(
+            "service:\n  telemetry:\n    metrics:\n      readers:\n        - pull:\n            exporter:\n              prometheus:\n                host: 0.0.0.0\n                port: {}\n",
+            self.metrics
+        )
+    }
 }
 
 /// Writes into `dir` what a pod gets from Kubernetes: the Secret's `files` (the volume mount),

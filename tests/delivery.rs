@@ -18,7 +18,7 @@ use kube::api::PostParams;
 use serde_json::{Value, json};
 use support::dataplane::{COLLECTOR, Harness, REGION, TenantDef, ikey};
 use support::otlp::{Credential, numbered_spans, post};
-use support::{eventually, names};
+use support::{Operator, eventually, names};
 use telemux::api::TelemetryTenant;
 use telemux::api::delivery::{CodeCount, SignalFigures};
 use telemux::pipeline::delivery::{
@@ -841,13 +841,13 @@ fn by_code(codes: &[CodeCount], code: &str) -> u64 {
 
 /// Points the shard's Service at the local collector, as the EndpointSlice controller does
 /// for a pod (loopback is refused in an EndpointSlice, so through this host's address).
-async fn expose_metrics(h: &Harness, collector: &LocalCollector) {
+async fn expose_metrics(h: &Harness, collector: &LocalCollector, replica: &str) {
     let address = telemux_testkit::host_address()
         .expect("an IPv4 address of this host outside loopback (/proc/net/fib_trie)");
     let service = names::workload(COLLECTOR);
     let slice: EndpointSlice = serde_json::from_value(json!({
         "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-        "metadata": { "name": format!("{service}-local"), "labels": {
+        "metadata": { "name": format!("{service}-{replica}"), "labels": {
             "kubernetes.io/service-name": service,
             "endpointslice.kubernetes.io/managed-by": "telemux-tests",
             "app.kubernetes.io/managed-by": "telemux",
@@ -898,7 +898,7 @@ async fn each_tenants_delivery_figures_are_what_app_insights_accepted_and_refuse
     );
     let (config, files) = h.rendered().await;
     let mut collector = LocalCollector::start_serving_metrics(&h.otelcol, &config, &files).await;
-    expose_metrics(&h, &collector).await;
+    expose_metrics(&h, &collector, "a").await;
     for (name, _) in &tenants {
         let credential = h.tenant_credential(name).await;
         let spans = numbered_spans(&[], name, 0, N);
@@ -1023,4 +1023,222 @@ async fn each_tenants_delivery_figures_are_what_app_insights_accepted_and_refuse
     }
     collector.stop().await;
     h.teardown().await;
+}
+
+/// The statistics envelopes (`Item_*_Count`) that reached `n`'s instrumentation key: per
+/// metric name and dimensions, the sum of their values.
+fn statistics(h: &Harness, n: usize) -> BTreeMap<(String, BTreeMap<String, String>), f64> {
+    let mut sums = BTreeMap::new();
+    for envelope in h.ingestion.envelopes_for(&ikey(n)) {
+        let Some(metric) = envelope
+            .base_data()
+            .and_then(|d| d.pointer("/metrics/0"))
+            .cloned()
+        else {
+            continue;
+        };
+        let name = metric["name"].as_str().unwrap_or_default().to_owned();
+        if !name.starts_with("Item_") {
+            continue;
+        }
+        let dimensions: BTreeMap<String, String> = envelope
+            .base_data()
+            .and_then(|d| d.get("properties"))
+            .and_then(Value::as_object)
+            .map(|p| {
+                p.iter()
+                    .filter(|(k, _)| !["language", "version", "computeType"].contains(&k.as_str()))
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        *sums.entry((name, dimensions)).or_insert(0.0) += metric["value"].as_f64().unwrap_or(0.0);
+    }
+    sums
+}
+
+fn dims(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// A tenant that opts in gets, in its own App Insights and at the collector's interval, the
+/// Azure SDKs' statistics of its own items (successes, retries with their code); a tenant that
+/// does not opt in gets none, and no statistic carries another tenant's figures.
+#[tokio::test]
+#[cfg_attr(
+    any(no_plane, no_helm, no_collector),
+    ignore = "needs the local plane, helm and the collector: TELEMUX_TEST_KUBECONFIG, HELM_BIN, OTELCOL_BIN (make cluster-up helm collector)"
+)]
+async fn an_opted_in_tenant_gets_its_own_delivery_statistics_in_its_app_insights() {
+    const N: usize = 12;
+    let report = json!({ "deliveryReport": { "enabled": true } });
+    let tenants = [
+        ("reported", report.clone()),
+        ("reported-throttled", report),
+        ("unreported", json!({})),
+    ];
+    let h = harness_with_specs(
+        "delivery-statistics",
+        json!({ "deliveryReportInterval": "1s" }),
+        &tenants,
+    )
+    .await;
+    let (config, _) = h.rendered().await;
+    assert_eq!(config.matches("delivery_report:").count(), 2, "{config}");
+    h.ingestion.set_fault(
+        &ikey(2),
+        Fault::Status {
+            code: 429,
+            retry_after: Some(Duration::from_secs(1)),
+        },
+    );
+    let collector = h.run_collector().await;
+    for (name, _) in &tenants {
+        let credential = h.tenant_credential(name).await;
+        let spans = numbered_spans(&[], name, 0, N);
+        assert_eq!(
+            post(
+                &h.http,
+                &collector.otlp_http,
+                "traces",
+                Some(&credential),
+                &spans
+            )
+            .await,
+            200
+        );
+    }
+    wait_answered(&h, 2, 429, 0).await;
+    h.ingestion.clear_fault(&ikey(2));
+
+    let success = (
+        "Item_Success_Count".to_owned(),
+        dims(&[("telemetry_type", "REQUEST")]),
+    );
+    for n in [1, 2] {
+        eventually(
+            &format!("tenant {n}'s success statistics"),
+            WAIT,
+            || async {
+                let stats = statistics(&h, n);
+                (stats.get(&success) == Some(&(N as f64))).then_some(())
+            },
+        )
+        .await;
+    }
+    // What the throttled tenant's statistics say of its retries is what its exporter counted.
+    let retried = statistics(&h, 2)
+        .into_iter()
+        .filter(|((name, d), _)| {
+            name == "Item_Retry_Count" && d.get("retry.code").map(String::as_str) == Some("429")
+        })
+        .map(|(_, v)| v)
+        .sum::<f64>();
+    let counted = collector
+        .metric_sum(
+            RETRIED,
+            &[&exporter_label("reported-throttled"), r#"retry_code="429""#],
+        )
+        .await;
+    assert!(
+        retried >= N as f64,
+        "429 retries in the statistics: {retried}"
+    );
+    assert!(
+        retried <= counted,
+        "the statistics ({retried}) exceed the exporter's count ({counted})"
+    );
+    // The first tenant saw only successes; the statistics are not items of their own.
+    assert_eq!(statistics(&h, 1).len(), 1, "{:?}", statistics(&h, 1));
+    assert!(
+        statistics(&h, 3).is_empty(),
+        "an opted-out tenant gets no statistics"
+    );
+    let items = |n: usize| {
+        h.ingestion
+            .envelopes_for(&ikey(n))
+            .iter()
+            .filter(|e| e.base_type.as_deref() == Some("RequestData"))
+            .count()
+    };
+    assert_eq!((items(1), items(2), items(3)), (N, N, N));
+    for envelope in h.ingestion.envelopes_for(&ikey(1)) {
+        let text = envelope.raw.to_string();
+        assert!(
+            !text.contains("reported-throttled") && !text.contains("unreported"),
+            "{text}"
+        );
+    }
+    collector.stop().await;
+    h.teardown().await;
+}
+
+/// Two replicas of a shard each count part of a tenant's items; the operator adds them up,
+/// and a new leader (the operator restarted) resumes without counting anything twice.
+#[tokio::test]
+#[cfg_attr(
+    any(no_plane, no_helm, no_collector),
+    ignore = "needs the local plane, helm and the collector: TELEMUX_TEST_KUBECONFIG, HELM_BIN, OTELCOL_BIN (make cluster-up helm collector)"
+)]
+async fn two_replicas_and_a_new_leader_count_each_item_once() {
+    const N: usize = 8;
+    let mut h = harness_with("delivery-replicas", &["both"]).await;
+    let (config, files) = h.rendered().await;
+    let first = LocalCollector::start_serving_metrics(&h.otelcol, &config, &files).await;
+    let second = LocalCollector::start_serving_metrics(&h.otelcol, &config, &files).await;
+    expose_metrics(&h, &first, "a").await;
+    expose_metrics(&h, &second, "b").await;
+    let credential = h.tenant_credential("both").await;
+    assert_eq!(send_spans(&h, &first, &credential, "one", N).await, 200);
+    assert_eq!(send_spans(&h, &second, &credential, "two", N).await, 200);
+    delivered_in_figures(&h, "both", 2 * N as u64).await;
+    assert_eq!(h.ingestion.count_for(&ikey(1)), 2 * N);
+
+    // A new leader: the figures go on from what the status holds.
+    let client = support::plane_client().await;
+    let operator = std::mem::replace(&mut h.operator, Operator::start(&client, &h.ns.name).await);
+    operator.stop().await;
+    assert_eq!(send_spans(&h, &second, &credential, "three", N).await, 200);
+    let after = delivered_in_figures(&h, "both", 3 * N as u64).await;
+    assert_eq!(after.delivered as usize, h.ingestion.count_for(&ikey(1)));
+    // Still exact a few collections later.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(traces_figures(&h, "both").await, Some(after));
+    first.stop().await;
+    second.stop().await;
+    h.teardown().await;
+}
+
+async fn send_spans(
+    h: &Harness,
+    collector: &LocalCollector,
+    credential: &Credential,
+    tag: &str,
+    n: usize,
+) -> u16 {
+    let spans = numbered_spans(&[], tag, 0, n);
+    post(
+        &h.http,
+        &collector.otlp_http,
+        "traces",
+        Some(credential),
+        &spans,
+    )
+    .await
+}
+
+/// Waits until the tenant's figures show `want` traces items accepted and delivered.
+async fn delivered_in_figures(h: &Harness, tenant: &str, want: u64) -> SignalFigures {
+    eventually(
+        &format!("{want} delivered in {tenant}'s figures"),
+        WAIT,
+        || async {
+            let f = traces_figures(h, tenant).await?;
+            (f.delivered == want && f.accepted == want).then_some(f)
+        },
+    )
+    .await
 }

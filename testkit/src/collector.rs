@@ -102,11 +102,8 @@ impl LocalCollector {
             prepare(dir.path(), config, files, ports).expect("writing the collector's files");
         if metrics_on_every_address {
             let file = dir.path().join("metrics-everywhere.yaml");
-            let readers = format!(
-                "service:\n  telemetry:\n    metrics:\n      readers:\n        - pull:\n            exporter:\n              prometheus:\n                host: 0.0.0.0\n                port: {}\n",
-                ports.metrics
-            );
-            std::fs::write(&file, readers).expect("writing the metrics listener's config");
+            std::fs::write(&file, ports.metrics_on_every_address_config())
+                .expect("writing the metrics listener's config");
             args.push(format!("--config=file:{}", file.display()));
         }
         let log = dir.path().join("collector.log");

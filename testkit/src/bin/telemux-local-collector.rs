@@ -40,6 +40,10 @@ struct Args {
     /// The collector's own Prometheus metrics port on 127.0.0.1 (default: a free port).
     #[arg(long)]
     metrics_port: Option<u16>,
+    /// Serve the collector's own metrics on every address (as in a pod) instead of loopback,
+    /// so that an EndpointSlice naming this host's address reaches them.
+    #[arg(long)]
+    metrics_on_every_address: bool,
     /// The collector binary to run; without it, only print its arguments.
     #[arg(long)]
     otelcol: Option<PathBuf>,
@@ -77,8 +81,14 @@ fn run(args: Args) -> Result<(), String> {
         health: port(args.health_port)?,
         metrics: port(args.metrics_port)?,
     };
-    let collector_args = prepare(&args.dir, config, &files, ports)
+    let mut collector_args = prepare(&args.dir, config, &files, ports)
         .map_err(|e| format!("writing into {}: {e}", args.dir.display()))?;
+    if args.metrics_on_every_address {
+        let file = args.dir.join("metrics-everywhere.yaml");
+        std::fs::write(&file, ports.metrics_on_every_address_config())
+            .map_err(|e| format!("writing {}: {e}", file.display()))?;
+        collector_args.push(format!("--config=file:{}", file.display()));
+    }
 
     let Some(otelcol) = args.otelcol else {
         for arg in &collector_args {
