@@ -239,7 +239,8 @@ info "pid ${PID}"
 step "Operator (telemux run; log: ${DEMO_DIR}/operator.log)"
 # Scoped to the demo's namespace, so it never competes with the operators that integration
 # tests run in-process for their own namespaces on the same plane.
-operator_args=(run "--namespace=${NAMESPACE}" "--collector-binary=${OTELCOL_BIN}")
+# Delivery figures (status.delivery) every 5 s rather than 30, for the demo.
+operator_args=(run "--namespace=${NAMESPACE}" "--collector-binary=${OTELCOL_BIN}" "--delivery-interval=5")
 # The operator serves /metrics and /readyz (default 0.0.0.0:8080): keep the demo's on loopback.
 # (Checked, so the script also runs an operator from before that flag.)
 operator_http=""
@@ -331,7 +332,8 @@ start_process collector "${OTELCOL_BIN}" "${LOCAL_COLLECTOR_BIN}" \
   --config-map "${collector_dir}/configmap.json" --secret "${collector_dir}/secret.json" \
   --dir "${collector_dir}" --otelcol "${OTELCOL_BIN}" \
   --grpc-port "${OTLP_GRPC_PORT}" --http-port "${OTLP_HTTP_PORT}" \
-  --health-port "${HEALTH_PORT}" --metrics-port "${COLLECTOR_METRICS_PORT}"
+  --health-port "${HEALTH_PORT}" --metrics-port "${COLLECTOR_METRICS_PORT}" \
+  --metrics-on-every-address
 umask "${saved_umask}"
 if ! wait_until 60 curl -fsS "http://127.0.0.1:${HEALTH_PORT}/"; then
   check_alive collector
@@ -340,6 +342,28 @@ fi
 check_alive collector
 info "pid ${PID}; OTLP gRPC 127.0.0.1:${OTLP_GRPC_PORT}, OTLP HTTP 127.0.0.1:${OTLP_HTTP_PORT}"
 info "files: ${collector_dir}/{config.yaml,loopback.yaml,secrets/} (log: ${DEMO_DIR}/collector.log)"
+# The operator reads each collector pod's counters through its Service's EndpointSlices. This
+# collector is a local process, not a pod: point an EndpointSlice at it, by this host's address
+# (an EndpointSlice may not name loopback).
+host_address="$(hostname -I 2>/dev/null | awk '{print $1}')"
+[[ -n "${host_address}" ]] || fail "this host has no address outside loopback (hostname -I) for the collector's EndpointSlice"
+k apply -f - >/dev/null <<EOF_SLICE || fail "could not create the local collector's EndpointSlice"
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: ${COLLECTOR}-collector-local
+  namespace: ${NAMESPACE}
+  labels:
+    kubernetes.io/service-name: ${COLLECTOR}-collector
+    endpointslice.kubernetes.io/managed-by: telemux-demo
+    app.kubernetes.io/managed-by: telemux
+    app.kubernetes.io/name: telemux-collector
+    app.kubernetes.io/component: collector
+addressType: IPv4
+ports: [{ name: metrics, port: ${COLLECTOR_METRICS_PORT}, protocol: TCP }]
+endpoints: [{ addresses: ["${host_address}"], conditions: { ready: true } }]
+EOF_SLICE
+info "EndpointSlice ${COLLECTOR}-collector-local: the operator reads the collector's counters at ${host_address}:${COLLECTOR_METRICS_PORT}"
 
 step "Sending telemetry: ${TRACES} traces per tenant, each tenant with its own ingestion credential"
 secret_value() { k get secret -n "${NAMESPACE}" "$1" -o jsonpath="{.data.$2}" | base64 -d; }
@@ -427,6 +451,26 @@ echo "  ${total} items in all: $((total - delivered)) for other keys, ${misroute
 echo "  ${leaked} containing an e-mail address, 203.0.113.7 or ACME-12345678 (\"****\" is what"
 echo "  the collector's redaction left of them)."
 ((total == delivered && misrouted == 0 && leaked == 0)) || fail "telemetry was misrouted or not redacted (see above)"
+
+step "What each tenant's status says (status.delivery, read from the collector's counters)"
+# The figures follow within the operator's --delivery-interval: wait until each tenant's
+# delivered count is what the emulator holds for its key.
+figures_match() {
+  local t want got
+  for t in "${TENANTS[@]}"; do
+    want="$(count_for "${IKEY[${t}]}")"
+    got="$(k get ttenant "${t}" -n "${NAMESPACE}" -o json |
+      jq '[.status.delivery.total[]? | select(.signal == "traces") | .delivered] | add // 0')"
+    [[ "${got}" == "${want}" ]] || return 1
+  done
+}
+wait_until "${WAIT_SECONDS}" figures_match ||
+  fail "the tenants' status.delivery did not reach what App Insights holds within ${WAIT_SECONDS} s"
+k get ttenant -n "${NAMESPACE}" -o wide
+echo
+k get ttenant acme -n "${NAMESPACE}" -o json |
+  jq '{delivery: (.status.delivery | del(.counted)), delivering: (.status.conditions[] | select(.type == "Delivering"))}'
+
 cat <<EOF
 
 ==> The demo is running. Explore:
@@ -434,6 +478,7 @@ cat <<EOF
   export KUBECONFIG=${PLANE_KUBECONFIG}
   kubectl get telemux -n ${NAMESPACE} -o wide
   kubectl describe ttenant acme -n ${NAMESPACE}
+  kubectl get ttenant acme -n ${NAMESPACE} -o jsonpath='{.status.delivery}' | jq
   kubectl describe rcol ${COLLECTOR} -n ${NAMESPACE}
   curl -s '${INGESTION_ENDPOINT}_emulator/envelopes?ikey=${IKEY[acme]}' | jq '.[0].raw'
   curl -s http://127.0.0.1:${COLLECTOR_METRICS_PORT}/metrics | grep ^telemux_appinsights_items
