@@ -881,10 +881,16 @@ async fn each_tenants_delivery_figures_are_what_app_insights_accepted_and_refuse
         ("rejected", json!({})),
         ("partial", json!({})),
         ("paused", json!({ "suspend": true })),
+        // Picked by the collector's selector, but not allowed in its region.
+        ("elsewhere", json!({ "regions": ["eastus"] })),
     ];
-    let h = harness_creating("delivery-figures", json!({}), &tenants).await;
-    h.wait_rendered(&["fine", "partial", "rejected", "throttled"], &["paused"])
-        .await;
+    let selector = json!({ "tenantSelector": { "matchLabels": { "pool": "e2e" } } });
+    let h = harness_creating("delivery-figures", selector, &tenants).await;
+    h.wait_rendered(
+        &["fine", "partial", "rejected", "throttled"],
+        &["elsewhere", "paused"],
+    )
+    .await;
     let status = |code, retry_after| Fault::Status { code, retry_after };
     h.ingestion
         .set_fault(&ikey(2), status(429, Some(Duration::from_secs(1))));
@@ -942,14 +948,19 @@ async fn each_tenants_delivery_figures_are_what_app_insights_accepted_and_refuse
             _ => assert_eq!(by_code(&figures.dropped_by_reason, "400"), (N / 2) as u64),
         }
     }
-    let paused = eventually("the suspended tenant's drops", WAIT, || async {
-        traces_figures(&h, "paused")
-            .await
-            .filter(|f| by_code(&f.dropped_by_reason, "Suspended") == N as u64)
-    })
-    .await;
-    assert_eq!((paused.accepted, paused.delivered), (N as u64, 0));
-    assert_eq!(h.ingestion.count_for(&ikey(5)), 0);
+    for (n, name, reason) in [
+        (5, "paused", "Suspended"),
+        (6, "elsewhere", "RegionNotAllowed"),
+    ] {
+        let excluded = eventually(&format!("{name}'s drops"), WAIT, || async {
+            traces_figures(&h, name)
+                .await
+                .filter(|f| by_code(&f.dropped_by_reason, reason) == N as u64)
+        })
+        .await;
+        assert_eq!((excluded.accepted, excluded.delivered), (N as u64, 0));
+        assert_eq!(h.ingestion.count_for(&ikey(n)), 0);
+    }
 
     for (name, reason) in [
         ("fine", ("True", "Delivered")),
@@ -957,6 +968,7 @@ async fn each_tenants_delivery_figures_are_what_app_insights_accepted_and_refuse
         ("partial", ("True", "Delivered")),
         ("rejected", ("False", "Rejected")),
         ("paused", ("False", "Suspended")),
+        ("elsewhere", ("False", "RegionNotAllowed")),
     ] {
         let want = (reason.0.to_owned(), reason.1.to_owned());
         eventually(&format!("{name} Delivering {reason:?}"), WAIT, || async {
@@ -1013,6 +1025,7 @@ async fn each_tenants_delivery_figures_are_what_app_insights_accepted_and_refuse
         let status = serde_json::to_string(&tenant.status).unwrap();
         let credential = h.tenant_credential(name).await;
         assert!(!status.contains(&credential.password));
+        assert!(!text.contains(&credential.password));
         assert!(!status.contains("InstrumentationKey"));
         for (other, _) in tenants.iter().filter(|(o, _)| o != name) {
             assert!(
