@@ -176,7 +176,8 @@ mod tests {
             grpc_port: Some(14317),
             http_port: Some(14318),
             health_port: None,
-            metrics_port: None,
+            metrics_port: Some(14888),
+            metrics_on_every_address: true,
             otelcol: None,
         })
         .unwrap();
@@ -192,6 +193,9 @@ mod tests {
         let loopback = std::fs::read_to_string(out.join("loopback.yaml")).unwrap();
         assert!(loopback.contains("endpoint: 127.0.0.1:14317"), "{loopback}");
         assert!(loopback.contains("endpoint: 127.0.0.1:14318"), "{loopback}");
+        // --metrics-on-every-address: the metrics listener merged last, on 0.0.0.0.
+        let everywhere = std::fs::read_to_string(out.join("metrics-everywhere.yaml")).unwrap();
+        assert!(everywhere.contains("host: 0.0.0.0") && everywhere.contains("port: 14888"));
     }
 
     #[test]
