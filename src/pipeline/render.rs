@@ -963,6 +963,24 @@ mod tests {
 
     /// The `processors` or `exporters` list of a rendered pipeline; `None` if there is no
     /// such pipeline.
+    /// `<signal>/excluded_<id>` runs only `filter`, which drops every item of every signal,
+    /// from the signal's router into nop.
+    fn assert_drops_into_nop(config: &Value, signal: &str, id: &str, filter: &str) {
+        let drop_all = json!([{ "context": "resource", "conditions": ["true"] }]);
+        let defined = &config["processors"][filter];
+        assert_eq!(defined["error_mode"], "ignore", "{filter}");
+        for conditions in ["trace_conditions", "log_conditions", "metric_conditions"] {
+            assert_eq!(defined[conditions], drop_all, "{filter} {conditions}");
+        }
+        let pipeline = format!("{signal}/excluded_{id}");
+        assert_eq!(members(config, &pipeline, "processors").unwrap(), [filter]);
+        assert_eq!(members(config, &pipeline, "exporters").unwrap(), ["nop"]);
+        assert_eq!(
+            members(config, &pipeline, "receivers").unwrap(),
+            [format!("routing/{signal}")]
+        );
+    }
+
     fn members(config: &Value, pipeline: &str, list: &str) -> Option<Vec<String>> {
         let pipeline = config["service"]["pipelines"].get(pipeline)?;
         Some(
@@ -1044,10 +1062,7 @@ mod tests {
             members(&config, "logs/ingest", "exporters").unwrap(),
             ["routing/logs"]
         );
-        assert_eq!(
-            members(&config, "logs/excluded_acme", "exporters").unwrap(),
-            ["nop"]
-        );
+        assert_drops_into_nop(&config, "logs", "acme", "filter/signal_disabled_acme");
         assert!(
             !config["exporters"]["telemux_appinsights/tenant_acme"].is_null(),
             "still the exporter of its traces and metrics"
@@ -1217,25 +1232,7 @@ mod tests {
         let mut plan = plan(vec![tenant("acme"), globex]);
         plan.blob_containers = Some(containers());
         let config = rendered(&plan);
-        let filter = "filter/signal_disabled_globex";
-        let drop_all = json!([{ "context": "resource", "conditions": ["true"] }]);
-        let defined = &config["processors"][filter];
-        assert_eq!(defined["error_mode"], "ignore");
-        for conditions in ["trace_conditions", "log_conditions", "metric_conditions"] {
-            assert_eq!(defined[conditions], drop_all, "{conditions}");
-        }
-        assert_eq!(
-            members(&config, "logs/excluded_globex", "processors").unwrap(),
-            [filter]
-        );
-        assert_eq!(
-            members(&config, "logs/excluded_globex", "exporters").unwrap(),
-            ["nop"]
-        );
-        assert_eq!(
-            members(&config, "logs/excluded_globex", "receivers").unwrap(),
-            ["routing/logs"]
-        );
+        assert_drops_into_nop(&config, "logs", "globex", "filter/signal_disabled_globex");
         assert_eq!(members(&config, "logs/tenant_globex", "exporters"), None);
         // Its other signals are delivered as ever, and never through the filter.
         for signal in ["traces", "metrics"] {
@@ -1346,20 +1343,8 @@ mod tests {
             ("paused", "filter/suspended_paused"),
             ("us-only", "filter/region_not_allowed_us-only"),
         ] {
-            let drop_all = json!([{ "context": "resource", "conditions": ["true"] }]);
-            let defined = &config["processors"][filter];
-            assert_eq!(defined["error_mode"], "ignore");
-            for conditions in ["trace_conditions", "log_conditions", "metric_conditions"] {
-                assert_eq!(defined[conditions], drop_all, "{filter} {conditions}");
-            }
             for signal in ["traces", "logs", "metrics"] {
-                let pipeline = format!("{signal}/excluded_{id}");
-                assert_eq!(members(&config, &pipeline, "processors").unwrap(), [filter]);
-                assert_eq!(members(&config, &pipeline, "exporters").unwrap(), ["nop"]);
-                assert_eq!(
-                    members(&config, &pipeline, "receivers").unwrap(),
-                    [format!("routing/{signal}")]
-                );
+                assert_drops_into_nop(&config, signal, id, filter);
                 let ingest = members(&config, &format!("{signal}/ingest"), "processors");
                 assert_eq!(
                     ingest.unwrap(),
