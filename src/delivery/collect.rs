@@ -199,16 +199,28 @@ async fn collect_once(
         if unchanged {
             continue;
         }
-        entry.written = Some((status.clone(), verdict.clone()));
-        writes.push((tenant.clone(), status, verdict));
+        writes.push((uid.clone(), tenant.clone(), status, verdict));
     }
-    futures::stream::iter(writes)
-        .for_each_concurrent(WRITES_IN_FLIGHT, |(tenant, status, verdict)| async move {
-            if let Err(error) = write_delivery(client, &tenant, status, verdict).await {
-                tracing::warn!(%error, namespace = tenant.namespace(), name = tenant.name_any(), "writing delivery figures");
+    // Remembered as written only once written: a failed write is tried again next time.
+    let written: Vec<(String, DeliveryStatus, Decided)> = futures::stream::iter(writes)
+        .map(|(uid, tenant, status, verdict)| async move {
+            match write_delivery(client, &tenant, &status, &verdict).await {
+                Ok(()) => Some((uid, status, verdict)),
+                Err(error) => {
+                    tracing::warn!(%error, namespace = tenant.namespace(), name = tenant.name_any(), "writing delivery figures");
+                    None
+                }
             }
         })
+        .buffer_unordered(WRITES_IN_FLIGHT)
+        .filter_map(futures::future::ready)
+        .collect()
         .await;
+    for (uid, status, verdict) in written {
+        if let Some(entry) = tracked.get_mut(&uid) {
+            entry.written = Some((status, verdict));
+        }
+    }
     Ok(())
 }
 
@@ -314,15 +326,15 @@ fn same_figures(a: &DeliveryStatus, b: &DeliveryStatus) -> bool {
 async fn write_delivery(
     client: &Client,
     tenant: &TelemetryTenant,
-    status: DeliveryStatus,
-    verdict: Decided,
+    status: &DeliveryStatus,
+    verdict: &Decided,
 ) -> Result<(), kube::Error> {
     let previous = tenant
         .status
         .as_ref()
         .map(|s| s.conditions.as_slice())
         .unwrap_or_default();
-    let condition = conditions::merge(previous, vec![verdict], tenant.metadata.generation);
+    let condition = conditions::merge(previous, vec![verdict.clone()], tenant.metadata.generation);
     let patch = serde_json::json!({
         "apiVersion": TelemetryTenant::api_version(&()),
         "kind": TelemetryTenant::kind(&()),
