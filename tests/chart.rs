@@ -336,6 +336,11 @@ const BAD_VALUES: &[(&str, &str, &str)] = &[
         "/replicaCount",
     ),
     (
+        "delivery-interval-zero",
+        "delivery:\n  intervalSeconds: 0\n",
+        "/delivery/intervalSeconds",
+    ),
+    (
         "unknown-top-level-key",
         "replicas: 2\n",
         "'replicas' not allowed",
@@ -481,6 +486,8 @@ fn default_render_runs_the_operator_least_privileged_and_restricted() {
         "--leader-election-namespace=$(POD_NAMESPACE)",
         "--azure-credential=auto",
         "--collector-debounce-ms=2000",
+        "--delivery-interval=30",
+        "--delivery-grace=300",
     ] {
         assert!(
             args.iter().any(|a| a == expected),
@@ -490,6 +497,10 @@ fn default_render_runs_the_operator_least_privileged_and_restricted() {
     assert!(
         !args.iter().any(|a| a.starts_with("--namespace")),
         "serves every namespace by default"
+    );
+    assert!(
+        !args.iter().any(|a| a == "--tenant-delivery-metrics"),
+        "no per-tenant series by default"
     );
     let pod = &deployment["spec"]["template"]["spec"];
     let container = &pod["containers"][0];
@@ -648,6 +659,9 @@ fn azure_identities_reach_the_pod() {
         "--namespace=tenants",
         "--otlp-endpoint=http://otel-collector.observability:4318",
         "--collector-image=example.invalid/telemux-otelcol:0.161.0-telemux-test",
+        "--delivery-interval=10",
+        "--delivery-grace=60",
+        "--tenant-delivery-metrics",
     ] {
         assert!(
             args.iter().any(|a| a == expected),
