@@ -181,20 +181,19 @@ async fn collect_once(
         let status = entry.ledger.status(now);
         let verdict = delivering(&entry.ledger, now, grace);
         let tenant = &live[uid];
-        let stored = || {
-            let stored = tenant.status.as_ref();
-            let condition =
-                stored.and_then(|s| s.conditions.iter().find(|c| c.type_ == DELIVERING));
-            (stored.and_then(|s| s.delivery.clone()), condition.cloned())
-        };
         // The window's start moves with the clock alone: not a reason to write.
-        let unchanged = match &entry.written {
-            Some((s, v)) => same_figures(s, &status) && *v == verdict,
-            None => {
-                let (delivery, condition) = stored();
-                delivery.is_some_and(|d| same_figures(&d, &status))
-                    && condition.is_some_and(|c| same_condition(&c, &verdict))
+        let unchanged = match (&entry.written, tenant.status.as_ref()) {
+            (Some((s, v)), _) => same_figures(s, &status) && *v == verdict,
+            // First seen by this leader: as the status already stands?
+            (None, Some(stored)) => {
+                let condition = stored.conditions.iter().find(|c| c.type_ == DELIVERING);
+                stored
+                    .delivery
+                    .as_ref()
+                    .is_some_and(|d| same_figures(d, &status))
+                    && condition.is_some_and(|c| same_condition(c, &verdict))
             }
+            (None, None) => false,
         };
         if unchanged {
             continue;
